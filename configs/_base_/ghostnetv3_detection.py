@@ -1,0 +1,30 @@
+# Pieces every GhostNetV3 detector shares, as variables that detector configs place into their mmdet::
+# base (mmengine forbids two bases defining the same key, e.g. `model`).
+custom_imports = dict(imports=['ghostdet'], allow_failed_imports=False)
+
+# GhostNetV3 was trained on RGB images normalised with ImageNet statistics.
+ghostnetv3_preprocessor = dict(
+    mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], bgr_to_rgb=True)
+
+ghostnetv3_backbone = dict(
+    _delete_=True,
+    type='GhostNetV3',
+    widen_factor=1.0,
+    out_indices=(1, 2, 3, 4),  # strides 4/8/16/32 for FPN start_level=1; channels [24, 40, 112, 160]
+    # A compact net's BN statistics must adapt to detection: train every BN and freeze nothing; on
+    # several GPUs add sync_bn='torch' (2 images per GPU are too few for BN).
+    frozen_stages=-1,
+    norm_eval=False,
+    # ImageNet weights made by tools/convert_weights.py; from scratch: model.backbone.init_cfg=None
+    init_cfg=dict(type='Pretrained', checkpoint='checkpoints/ghostnetv3-1.0x_in1k.pth'))
+
+# SGD as mmdet's ResNet detectors, but: weight decay as in GhostNet/MobileNet ImageNet training, none on
+# BN and biases (the many per-branch BN scales of the re-param blocks must not shrink to zero), and
+# gradient clipping because the summed branches make the first steps large.
+ghostnetv3_optim_wrapper = dict(
+    optimizer=dict(type='SGD', lr=0.01, momentum=0.9, weight_decay=4e-5),
+    paramwise_cfg=dict(norm_decay_mult=0., bias_decay_mult=0.),
+    clip_grad=dict(max_norm=35, norm_type=2))
+
+# A fused, deploy-ready checkpoint (and deploy config) beside every checkpoint saved.
+custom_hooks = [dict(type='ReparamCheckpointHook')]

@@ -1,0 +1,3 @@
+from .reparam_checkpoint_hook import ReparamCheckpointHook
+
+__all__ = ['ReparamCheckpointHook']

@@ -1,0 +1,17 @@
+"""Registers ghostdet's models in MMDetection's (and, when installed, MMPretrain's) MODELS registry."""
+from mmdet.registry import MODELS
+
+from .backbones import GhostNetV3
+from .heads import LiteFCOSHead, LiteRetinaHead
+from .layers import RepConvBN
+
+MODELS.register_module(module=GhostNetV3)
+
+try:  # usable as type='GhostNetV3' from mmpretrain configs too
+    from mmpretrain.registry import MODELS as PRETRAIN_MODELS
+except ImportError:  # mmpretrain is optional for detection
+    PRETRAIN_MODELS = None
+else:
+    PRETRAIN_MODELS.register_module(module=GhostNetV3)
+
+__all__ = ['GhostNetV3', 'LiteFCOSHead', 'LiteRetinaHead', 'RepConvBN']

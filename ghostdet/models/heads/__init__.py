@@ -1,0 +1,3 @@
+from .lite_heads import LiteFCOSHead, LiteRetinaHead
+
+__all__ = ['LiteFCOSHead', 'LiteRetinaHead']

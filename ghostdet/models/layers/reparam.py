@@ -1,0 +1,131 @@
+"""One re-parameterizable conv-BN block and its exact fusion.
+
+GhostNetV3 trains three places with MobileOne-style parallel branches (k×k conv-BN branches, an optional
+1×1 "scale" conv-BN branch and an optional BN-only identity branch, summed and then activated). The authors
+and timm write this twice with shared metadata (a latent bug, upstream issue #265); here each block owns its
+own geometry, so the fusion is exact for every branch layout.
+"""
+from typing import List, Optional, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmengine.model import BaseModule
+from torch import Tensor
+
+
+def fuse_conv_bn(weight: Tensor, bn: nn.BatchNorm2d) -> Tuple[Tensor, Tensor]:
+    """Fold eval-mode BN statistics into a bias-free conv kernel: returns (kernel, bias)."""
+    std = (bn.running_var + bn.eps).sqrt()
+    scale = bn.weight / std
+    return weight * scale.reshape(-1, 1, 1, 1), bn.bias - bn.running_mean * scale
+
+
+class ConvBN(nn.Sequential):
+    """A bias-free conv followed by BN: one branch of a :class:`RepConvBN`."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int,
+                 groups: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, kernel_size // 2,
+                              groups=groups, bias=False)
+        self.bn = nn.BatchNorm2d(out_channels)
+
+
+class RepConvBN(BaseModule):
+    """Sum of parallel conv-BN branches (+1×1 scale, +BN identity), then an activation.
+
+    Train form: ``branches`` (``num_branches`` k×k conv-BN), ``scale`` (1×1 conv-BN, only when k > 1 and
+    ``use_scale``), ``identity`` (BN only, when in == out channels and stride 1 and ``use_identity``).
+    Deploy form: one biased conv ``fused`` with the same geometry. ``switch_to_deploy`` turns the first
+    into the second in place, so outputs agree up to float rounding.
+
+    Args:
+        in_channels / out_channels / kernel_size / stride / groups: geometry of the k×k conv (odd k,
+            padding k // 2, so the 1×1 and identity branches sample the same centres).
+        num_branches: number of parallel k×k conv-BN branches (GhostNetV3: 3).
+        use_scale: add the 1×1 conv-BN branch when ``kernel_size > 1``.
+        use_identity: add the BN identity branch when the shapes allow it.
+        with_act: apply ReLU after the sum.
+        deploy: build the fused single-conv form directly.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
+                 groups: int = 1, num_branches: int = 3, use_scale: bool = True,
+                 use_identity: bool = True, with_act: bool = False, deploy: bool = False,
+                 init_cfg: Optional[dict] = None) -> None:
+        super().__init__(init_cfg)
+        if kernel_size % 2 != 1:
+            raise ValueError(f'RepConvBN needs an odd kernel size, got {kernel_size}')
+        if num_branches < 1:
+            raise ValueError(f'RepConvBN needs at least one conv branch, got {num_branches}')
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size, self.stride, self.groups = kernel_size, stride, groups
+        self.deploy = deploy
+        self.act = nn.ReLU(inplace=True) if with_act else nn.Identity()
+        if deploy:
+            self.fused = nn.Conv2d(in_channels, out_channels, kernel_size, stride, kernel_size // 2,
+                                   groups=groups, bias=True)
+            return
+        self.branches = nn.ModuleList(
+            ConvBN(in_channels, out_channels, kernel_size, stride, groups)
+            for _ in range(num_branches))
+        self.scale = (ConvBN(in_channels, out_channels, 1, stride, groups)
+                      if use_scale and kernel_size > 1 else None)
+        self.identity = (nn.BatchNorm2d(out_channels)
+                         if use_identity and in_channels == out_channels and stride == 1 else None)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.deploy:
+            return self.act(self.fused(x))
+        out = self.identity(x) if self.identity is not None else 0
+        if self.scale is not None:
+            out = out + self.scale(x)
+        for branch in self.branches:
+            out = out + branch(x)
+        return self.act(out)
+
+    def fused_kernel_bias(self) -> Tuple[Tensor, Tensor]:
+        """The (kernel, bias) of the single conv equivalent to all branches in eval mode."""
+        pad = self.kernel_size // 2
+        kernels: List[Tensor] = []
+        biases: List[Tensor] = []
+        for branch in self.branches:
+            k, b = fuse_conv_bn(branch.conv.weight, branch.bn)
+            kernels.append(k)
+            biases.append(b)
+        if self.scale is not None:
+            k, b = fuse_conv_bn(self.scale.conv.weight, self.scale.bn)
+            kernels.append(F.pad(k, [pad] * 4))
+            biases.append(b)
+        if self.identity is not None:
+            k, b = fuse_conv_bn(self._identity_kernel(), self.identity)
+            kernels.append(k)
+            biases.append(b)
+        return torch.stack(kernels).sum(0), torch.stack(biases).sum(0)
+
+    def _identity_kernel(self) -> Tensor:
+        """A k×k kernel that copies input channel i to output channel i (grouped layout)."""
+        per_group = self.in_channels // self.groups
+        kernel = self.branches[0].conv.weight.new_zeros(
+            self.out_channels, per_group, self.kernel_size, self.kernel_size)
+        centre = self.kernel_size // 2
+        idx = torch.arange(self.out_channels)
+        kernel[idx, idx % per_group, centre, centre] = 1
+        return kernel
+
+    @torch.no_grad()
+    def switch_to_deploy(self) -> None:
+        """Fuse all branches into ``self.fused`` in place (idempotent)."""
+        if self.deploy:
+            return
+        kernel, bias = self.fused_kernel_bias()
+        conv = self.branches[0].conv
+        self.fused = nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size, self.stride,
+                               self.kernel_size // 2, groups=self.groups, bias=True).to(kernel)
+        self.fused.weight.copy_(kernel)
+        self.fused.bias.copy_(bias)
+        self.fused.weight.requires_grad_(conv.weight.requires_grad)
+        self.fused.bias.requires_grad_(conv.weight.requires_grad)
+        del self.branches, self.scale, self.identity
+        self.deploy = True

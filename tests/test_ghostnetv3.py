@@ -1,0 +1,138 @@
+"""GhostNetV3 backbone: shapes, parameter counts, fusion, freezing, errors."""
+import pytest
+import torch
+import torch.nn as nn
+
+from conftest import max_rel_diff, randomize_bn
+from ghostdet.models import GhostNetV3, RepConvBN
+
+# Backbone part (stem + 16 bottlenecks) of the reference at 224x224, shared/reference/ghostnetv3.md §4.
+REFERENCE_PARAMS = {0.5: (1_459_344, 917_136), 1.0: (5_462_428, 3_480_988),
+                    1.3: (9_075_920, 5_806_496), 1.6: (13_631_052, 8_733_130)}
+# With the final 1x1 conv (output index 5): train / deploy.
+REFERENCE_PARAMS_LAST = {1.0: (5_617_948, 3_636_508), 1.6: (14_027_340, 9_129_418)}
+
+
+def num_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize('width', sorted(REFERENCE_PARAMS))
+def test_parameter_counts_match_reference(width):
+    train, deploy = REFERENCE_PARAMS[width]
+    assert num_params(GhostNetV3(width)) == train
+    assert num_params(GhostNetV3(width, deploy=True)) == deploy
+    model = GhostNetV3(width)
+    model.switch_to_deploy()
+    assert num_params(model) == deploy
+
+
+@pytest.mark.parametrize('width', sorted(REFERENCE_PARAMS_LAST))
+def test_parameter_counts_with_last_conv(width):
+    train, deploy = REFERENCE_PARAMS_LAST[width]
+    assert num_params(GhostNetV3(width, out_indices=(4, 5))) == train
+    assert num_params(GhostNetV3(width, out_indices=(4, 5), deploy=True)) == deploy
+
+
+@pytest.mark.parametrize('width,channels', [
+    (0.5, [8, 12, 20, 56, 80, 480]), (1.0, [16, 24, 40, 112, 160, 960]),
+    (1.3, [20, 32, 52, 144, 208, 1248]), (1.6, [24, 40, 64, 180, 256, 1536])])
+def test_outputs_strides_and_channels(width, channels):
+    indices = tuple(range(6))
+    assert GhostNetV3.out_channels_for(width, indices) == channels
+    model = GhostNetV3(width, out_indices=indices).eval()
+    with torch.no_grad():
+        outs = model(torch.randn(1, 3, 64, 96))
+    assert [o.shape[1] for o in outs] == channels == model.out_channels
+    assert [o.shape[2:] for o in outs] == [(32, 48), (16, 24), (8, 12), (4, 6), (2, 3), (2, 3)]
+
+
+def test_default_out_indices_feed_fpn_start_level_1():
+    model = GhostNetV3()
+    assert model.out_indices == (1, 2, 3, 4)
+    assert model.out_channels == [24, 40, 112, 160]
+
+
+@pytest.mark.parametrize('width', [0.5, 1.0, 1.3, 1.6, 0.75])
+@pytest.mark.parametrize('size', [(64, 64), (97, 131)])
+def test_fused_equals_unfused(width, size):
+    model = randomize_bn(GhostNetV3(width, out_indices=tuple(range(6)))).eval()
+    x = torch.randn(2, 3, *size)
+    with torch.no_grad():
+        before = model(x)
+        model.switch_to_deploy()
+        after = model(x)
+    assert not any(isinstance(m, RepConvBN) and not m.deploy for m in model.modules())
+    for a, b in zip(before, after):
+        assert max_rel_diff(a, b) < 1e-5
+
+
+def test_deploy_state_dict_loads_into_deploy_model():
+    model = randomize_bn(GhostNetV3()).eval()
+    model.switch_to_deploy()
+    fresh = GhostNetV3(deploy=True).eval()
+    fresh.load_state_dict(model.state_dict(), strict=True)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        for a, b in zip(model(x), fresh(x)):
+            assert torch.equal(a, b)
+
+
+def test_wrong_form_checkpoints_are_refused_with_advice():
+    fused = GhostNetV3(deploy=True).state_dict()
+    with pytest.raises(ValueError, match='deploy=True'):
+        GhostNetV3().load_state_dict(fused)
+    with pytest.raises(ValueError, match='deploy=False'):
+        GhostNetV3(deploy=True).load_state_dict(GhostNetV3().state_dict())
+
+
+@pytest.mark.parametrize('kwargs,match', [
+    (dict(widen_factor=0), 'widen_factor'), (dict(widen_factor=-1.0), 'widen_factor'),
+    (dict(widen_factor='1.0x'), 'widen_factor'), (dict(out_indices=(1, 6)), 'out_indices'),
+    (dict(out_indices=(3, 1)), 'out_indices'), (dict(out_indices=()), 'out_indices'),
+    (dict(frozen_stages=5), 'frozen_stages')])
+def test_invalid_arguments_are_named(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        GhostNetV3(**kwargs)
+
+
+def test_frozen_stages_freeze_params_and_bn():
+    model = GhostNetV3(frozen_stages=2)
+    model.train()
+    frozen = [model.stem, *model.stages[:3]]
+    for module in frozen:
+        assert all(not p.requires_grad for p in module.parameters())
+        assert all(not m.training for m in module.modules() if isinstance(m, nn.BatchNorm2d))
+    assert all(p.requires_grad for stage in model.stages[3:] for p in stage.parameters())
+    assert all(m.training for stage in model.stages[3:] for m in stage.modules()
+               if isinstance(m, nn.BatchNorm2d))
+    model(torch.randn(2, 3, 64, 64))[-1].sum().backward()
+    assert all(p.grad is None for module in frozen for p in module.parameters())
+
+
+def test_norm_eval_keeps_bn_statistics():
+    model = GhostNetV3(norm_eval=True)
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items() if 'running' in k}
+    model(torch.randn(2, 3, 64, 64))
+    after = model.state_dict()
+    assert all(torch.equal(v, after[k]) for k, v in before.items())
+    assert model.training  # only the BNs are in eval mode
+
+
+def test_norm_eval_false_updates_bn_statistics():
+    model = GhostNetV3().train()
+    before = model.stem[1].running_mean.clone()
+    model(torch.randn(2, 3, 64, 64))
+    assert not torch.equal(before, model.stem[1].running_mean)
+
+
+def test_gradient_checkpointing_matches():
+    plain = GhostNetV3().train()
+    checkpointed = GhostNetV3(with_cp=True).train()
+    checkpointed.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 3, 64, 64)
+    for model in (plain, checkpointed):
+        sum(o.sum() for o in model(x)).backward()
+    for (name, a), b in zip(plain.named_parameters(), checkpointed.parameters()):
+        assert torch.allclose(a.grad, b.grad, rtol=1e-4, atol=1e-6), name
