@@ -9,7 +9,7 @@ from .safe_load import enable_safe_checkpoint_loading
 enable_safe_checkpoint_loading()
 
 from . import models  # noqa: E402,F401  (registers modules)
-from . import engine  # noqa: E402,F401  (registers hooks)
+from . import datasets, engine  # noqa: E402,F401  (registers datasets, hooks)
 from .models import GhostNetV3  # noqa: E402
 from .reparam import fuse_model  # noqa: E402
 

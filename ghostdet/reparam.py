@@ -222,10 +222,15 @@ def load_weights(model: nn.Module, state_dict: StateDict, source: str = 'the che
     model.load_state_dict(state_dict, strict=True)
 
 
+def _keep_rng_state():
+    """Building a module draws initial weights from the global RNG; a hook doing it mid-training (or
+    before the weights are initialised) must not change the training's random stream."""
+    return torch.random.fork_rng(devices=[])
+
+
 def build_cpu_model(model_cfg: dict) -> nn.Module:
-    """Build a model on the CPU in eval mode without touching the global RNG (building draws initial
-    weights; a hook doing this mid-training must not change the training's random stream)."""
-    with torch.random.fork_rng(devices=[]):
+    """Build a model on the CPU in eval mode without touching the global RNG."""
+    with _keep_rng_state():
         model = MODELS.build(copy.deepcopy(model_cfg))
     model.eval()  # not chained: some mmdet backbones' train() returns None
     return model.cpu()
@@ -256,7 +261,8 @@ class FusedWeights:
 def fuse_weights(model: nn.Module) -> FusedWeights:
     """Fuse ``model`` (a private copy: it is modified) and return its weights."""
     start = time.perf_counter()
-    num_fused = fuse_model(model)
+    with _keep_rng_state():  # fusing builds new convs
+        num_fused = fuse_model(model)
     seconds = time.perf_counter() - start
     return FusedWeights(model.state_dict(), num_fused, sum(p.numel() for p in model.parameters()), seconds)
 

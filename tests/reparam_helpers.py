@@ -5,6 +5,8 @@ import os.path as osp
 import uuid
 from typing import Dict, List, Optional, Sequence, Tuple
 
+import pytest
+import torch
 from mmengine.config import Config
 from mmengine.runner import Runner
 
@@ -80,7 +82,8 @@ def detector_config(kind: str, data_root: str, work_dir: str, max_epochs: int = 
     cfg.custom_hooks = [dict(type='ReparamCheckpointHook')] if hook else []
     cfg.randomness = dict(seed=0, deterministic=True)
     cfg.work_dir = work_dir
-    cfg.experiment_name = uuid.uuid4().hex  # one MessageHub/logger per runner in this process
+    # One MessageHub, logger and visualizer per runner (mmdet names its visualizer globally).
+    cfg.experiment_name = cfg.visualizer.name = uuid.uuid4().hex
     return cfg
 
 
@@ -95,7 +98,8 @@ def evaluate(cfg: Config, checkpoint: str, work_dir: str) -> Tuple[Dict[str, flo
     cfg = copy.deepcopy(cfg)
     dump = osp.join(work_dir, 'detections.pkl')
     cfg.test_evaluator = [cfg.val_evaluator, dict(type='DumpDetResults', out_file_path=dump)]
-    cfg.update(load_from=checkpoint, resume=False, work_dir=work_dir, experiment_name=uuid.uuid4().hex)
+    cfg.update(load_from=checkpoint, resume=False, work_dir=work_dir)
+    cfg.experiment_name = cfg.visualizer.name = uuid.uuid4().hex
     return Runner.from_cfg(cfg).test(), dump
 
 
@@ -105,3 +109,12 @@ def logged_losses(runner: Runner) -> Dict[int, float]:
     with open(path) as f:
         rows = [json.loads(line) for line in f]
     return {row['iter']: row['loss'] for row in rows if 'loss' in row}
+
+
+@pytest.fixture(scope='module', autouse=True)
+def single_thread():
+    """Models this small run faster on one thread; on shared cores, more threads are much slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -15,6 +15,7 @@ import ghostdet  # noqa: F401  (registers the hook, safe loading)
 from ghostdet.datasets import make_shapes_dataset
 from ghostdet.reparam import (DEPLOY_CONFIG_NAME, OutputDiff, build_cpu_model, checkpoint_weights,
                               compare_outputs, load_weights)
+from reparam_helpers import single_thread  # noqa: F401  (autouse fixture)
 from reparam_helpers import detector_config, evaluate, logged_losses, train
 
 # Square, odd and non-square in both orientations.
@@ -81,9 +82,12 @@ def _max_rel(diffs: List[OutputDiff]) -> float:
 @pytest.mark.slow
 def test_deploy_files_beside_every_checkpoint(retinanet_run):
     work_dir = retinanet_run.work_dir
-    saved = ['epoch_1', 'epoch_2', 'best_coco_bbox_mAP_epoch_1']
-    assert sorted(osp.basename(p) for p in glob.glob(osp.join(work_dir, '*.pth'))) == sorted(
-        [f'{name}.pth' for name in saved] + [f'{name}_deploy.pth' for name in saved])
+    files = {osp.basename(p)[:-len('.pth')] for p in glob.glob(osp.join(work_dir, '*.pth'))}
+    saved = sorted(name for name in files if not name.endswith('_deploy'))
+    best = [name for name in saved if name.startswith('best_coco_bbox_mAP_epoch_')]
+    assert saved == sorted(['epoch_1', 'epoch_2'] + best) and len(best) == 1
+    # Exactly one deploy file per checkpoint: an older best's went with it.
+    assert files == set(saved) | {f'{name}_deploy' for name in saved}
     assert not glob.glob(osp.join(work_dir, '.*.tmp'))
 
     deploy_cfg = _deploy_cfg(retinanet_run)
@@ -122,15 +126,15 @@ def test_fused_outputs_equal_unfused_after_training(kind, request):
 
 
 def _assert_same_detections(dump_a: str, dump_b: str) -> None:
+    """Same labels, scores and boxes per image, up to float rounding (logits reach ~100 here)."""
     with open(dump_a, 'rb') as fa, open(dump_b, 'rb') as fb:
         dets_a, dets_b = pickle.load(fa), pickle.load(fb)
     assert len(dets_a) == len(dets_b) > 0
     for a, b in zip(dets_a, dets_b):
         pa, pb = a['pred_instances'], b['pred_instances']
-        assert len(pa['scores']) > 0
-        torch.testing.assert_close(pb['scores'], pa['scores'], rtol=1e-4, atol=1e-5)
-        torch.testing.assert_close(pb['bboxes'], pa['bboxes'], rtol=1e-4, atol=1e-3)
-        assert torch.equal(pa['labels'], pb['labels'])
+        assert len(pa['scores']) > 0 and torch.equal(pa['labels'], pb['labels'])
+        torch.testing.assert_close(pb['scores'], pa['scores'], rtol=0, atol=1e-3)
+        torch.testing.assert_close(pb['bboxes'], pa['bboxes'], rtol=0, atol=0.1)  # pixels
 
 
 def _assert_same_coco_map(runner: Runner, name: str, tmp_path) -> Dict[str, float]:
@@ -155,7 +159,9 @@ def test_ema_weights_are_fused(ema_run, tmp_path):
     assert not any(h.type == 'EMAHook' for h in _deploy_cfg(ema_run).custom_hooks)
     checkpoint = _load_checkpoint(_ckpt(ema_run, 'epoch_2.pth'))
     sizes = SIZES['retinanet']
-    assert _max_rel(_fused_vs_unfused(ema_run, 'epoch_2', sizes)) <= REL_TOLERANCE
+    diffs = _fused_vs_unfused(ema_run, 'epoch_2', sizes)
+    print(f'EMA: max fused-vs-unfused difference abs {max(d.abs for d in diffs):.2e}, rel {_max_rel(diffs):.2e}')
+    assert _max_rel(diffs) <= REL_TOLERANCE
     raw = checkpoint_weights(checkpoint, ema=False)
     assert _max_rel(_fused_vs_unfused(ema_run, 'epoch_2', sizes, weights=raw)) > 1e-3
     _assert_same_coco_map(ema_run, 'epoch_2', tmp_path)

@@ -14,6 +14,7 @@ from mmengine.runner.checkpoint import _load_checkpoint
 import ghostdet  # noqa: F401
 from ghostdet.reparam import (build_cpu_model, checkpoint_weights, compare_outputs, deploy_state_dict,
                               load_weights, source_weights, to_deploy_config)
+from reparam_helpers import single_thread  # noqa: F401  (autouse fixture)
 from reparam_helpers import REPO, detector_config
 
 _spec = importlib.util.spec_from_file_location('reparameterize', osp.join(REPO, 'tools', 'reparameterize.py'))
@@ -55,10 +56,11 @@ def checkpoints(config_file, tmp_path_factory) -> dict:
     torch.save(dict(meta=dict(epoch=1), state_dict=model.state_dict()), plain)
 
     ema = ENGINE_MODELS.build(dict(type='ExponentialMovingAverage', momentum=0.5), default_args=dict(model=model))
+    ema.update_parameters(model)  # the first update copies
     with torch.no_grad():
         for param in model.parameters():
             param.add_(torch.randn_like(param) * 0.05)
-    ema.update_parameters(model)  # steps > 0 now: a real average, not a copy
+    ema.update_parameters(model)  # the second one averages
     hook = EMAHook()
     hook.ema_model = ema
     checkpoint = dict(meta=dict(epoch=2), state_dict=model.state_dict())

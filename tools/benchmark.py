@@ -33,6 +33,7 @@ import torch
 import torch.nn as nn
 from mmengine.analysis import get_model_complexity_info
 from mmengine.config import Config
+from mmengine.hub import get_config
 from mmengine.logging import MMLogger
 from mmengine.registry import init_default_scope
 
@@ -104,8 +105,13 @@ class TimmStageEnds(nn.Module):
 
 
 def width_of(name: str) -> Optional[float]:
-    match = re.fullmatch(r'(?:timm-)?ghostnetv3-(\d*\.?\d+)x', name)
+    match = re.fullmatch(r'ghostnetv3-(\d*\.?\d+)x', name)
     return float(match.group(1)) if match else None
+
+
+def width_tag(width: float) -> str:
+    """0.5 -> '0.5x', 1 -> '1.0x', 0.75 -> '0.75x'."""
+    return f'{width:.1f}x' if round(width, 1) == width else f'{width:g}x'
 
 
 def timm_ghostnet_name(width: float) -> Optional[str]:
@@ -119,8 +125,8 @@ def timm_ghostnet_name(width: float) -> Optional[str]:
 
 
 def ghostnet_subject(width: float) -> Subject:
-    name = f'ghostnetv3-{width:.1f}x'
-    return Subject(name, lambda: GhostNetV3(widen_factor=width, out_indices=STAGE_ENDS), fuse_copy)
+    return Subject(f'ghostnetv3-{width_tag(width)}',
+                   lambda: GhostNetV3(widen_factor=width, out_indices=STAGE_ENDS), fuse_copy)
 
 
 def timm_subject(width: float) -> Optional[Subject]:
@@ -132,7 +138,7 @@ def timm_subject(width: float) -> Optional[Subject]:
         import timm
         return TimmStageEnds(timm.create_model(timm_name))
 
-    return Subject(f'timm-ghostnetv3-{width:.1f}x', build, timm_fuse_copy, is_peer=True)
+    return Subject(f'timm-ghostnetv3-{width_tag(width)}', build, timm_fuse_copy, is_peer=True)
 
 
 def mmdet_subject(name: str, cfg: dict) -> Subject:
@@ -162,7 +168,7 @@ def backbone_subjects(names: Sequence[str], roles: Sequence[str]) -> List[Subjec
     widths = []
     for name in names:
         width = width_of(name)
-        if width is None or name.startswith('timm-'):
+        if width is None:
             fail(f'unknown backbone {name!r}: use ghostnetv3-<width>x, e.g. ghostnetv3-1.0x')
         widths.append(width)
     peers = peer_subjects(roles, widths)
@@ -177,9 +183,12 @@ def backbone_subjects(names: Sequence[str], roles: Sequence[str]) -> List[Subjec
 
 def config_subject(path: str) -> Subject:
     """A detector from a config file (``mmdet::`` paths too); a distiller gives its student."""
-    if '::' not in path and not osp.isfile(path):
+    if '::' in path:
+        cfg = get_config(path)
+    elif osp.isfile(path):
+        cfg = Config.fromfile(path)
+    else:
         fail(f'config file {path} does not exist')
-    cfg = Config.fromfile(path)
     model_cfg = deploy_source_config(cfg)
     init_default_scope(cfg.get('default_scope', 'mmdet'))
     name = osp.splitext(osp.basename(path))[0]

@@ -6,12 +6,14 @@ from copy import deepcopy
 from mmengine.config import Config, ConfigDict
 
 import ghostdet  # noqa: F401  registers ghostdet's modules even if the config has no custom_imports
-from ghostdet.apis import add_common_args, build_runner, fail, load_config, parse_runner_args, require_checkpoint
+from ghostdet.apis import (add_common_args, build_runner, fail, load_config, parse_runner_args,
+                           require_checkpoint)
 from mmdet.engine.hooks.utils import trigger_visualization_hook
 from mmdet.evaluation import DumpDetResults
 
 # MMDetection's default when the config has no tta_model / tta_pipeline: horizontal-flip TTA.
-DEFAULT_TTA_MODEL = dict(type='DetTTAModel', tta_cfg=dict(nms=dict(type='nms', iou_threshold=0.5), max_per_img=100))
+DEFAULT_TTA_MODEL = dict(
+    type='DetTTAModel', tta_cfg=dict(nms=dict(type='nms', iou_threshold=0.5), max_per_img=100))
 FLIP_TTA = dict(
     type='TestTimeAug',
     transforms=[
@@ -62,7 +64,7 @@ def main() -> None:
     if args.out is not None and not args.out.endswith(('.pkl', '.pickle')):
         fail(f'--out must name a .pkl or .pickle file, got {args.out}')
     cfg = load_config(args)
-    require_checkpoint(args.checkpoint, 'checkpoint')
+    require_checkpoint(args.checkpoint)
     cfg.load_from = args.checkpoint
     if args.show or args.show_dir:
         cfg = trigger_visualization_hook(cfg, args)

@@ -6,13 +6,15 @@ from mmengine.config import Config
 from mmengine.runner import find_latest_checkpoint
 
 import ghostdet  # noqa: F401  registers ghostdet's modules even if the config has no custom_imports
-from ghostdet.apis import add_common_args, build_runner, fail, load_config, parse_runner_args, require_checkpoint
+from ghostdet.apis import (add_common_args, build_runner, fail, load_config, parse_runner_args,
+                           require_checkpoint)
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Train a detector')
     parser.add_argument('config', help='train config file path')
-    parser.add_argument('--amp', action='store_true', default=False, help='enable automatic-mixed-precision training')
+    parser.add_argument(
+        '--amp', action='store_true', default=False, help='enable automatic-mixed-precision training')
     parser.add_argument('--auto-scale-lr', action='store_true', help='enable automatically scaling LR.')
     parser.add_argument(
         '--resume',
@@ -26,7 +28,7 @@ def parse_args() -> argparse.Namespace:
 
 
 def enable_auto_scale_lr(cfg: Config) -> None:
-    if not all(key in cfg.get('auto_scale_lr', {}) for key in ('enable', 'base_batch_size')):
+    if not all(key in (cfg.get('auto_scale_lr') or {}) for key in ('enable', 'base_batch_size')):
         fail('--auto-scale-lr needs auto_scale_lr = dict(enable=..., base_batch_size=...) in the config')
     cfg.auto_scale_lr.enable = True
 
@@ -38,10 +40,11 @@ def set_resume(cfg: Config, resume: str) -> None:
         if latest is None:
             fail(f'--resume: no checkpoint to resume from in {osp.abspath(cfg.work_dir)} '
                  '(no last_checkpoint file); give a checkpoint path or drop --resume')
-        require_checkpoint(latest, f'--resume (from {osp.join(cfg.work_dir, "last_checkpoint")})')
+        named_in = osp.join(cfg.work_dir, 'last_checkpoint')
+        require_checkpoint(latest, f'--resume: the checkpoint named in {named_in},')
         cfg.load_from = None
     else:
-        require_checkpoint(resume, '--resume')
+        require_checkpoint(resume, '--resume: checkpoint')
         cfg.load_from = resume
     cfg.resume = True
 

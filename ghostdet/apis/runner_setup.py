@@ -9,7 +9,7 @@ import argparse
 import datetime
 import os
 import os.path as osp
-from typing import List, NoReturn, Optional
+from typing import NoReturn
 
 import torch
 import torch.distributed as torch_dist
@@ -47,8 +47,9 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
 
 
-def parse_runner_args(parser: argparse.ArgumentParser, argv: Optional[List[str]] = None) -> argparse.Namespace:
-    args = parser.parse_args(argv)
+def parse_runner_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """Parse, then export ``--local-rank`` as ``LOCAL_RANK`` unless the launcher has set it."""
+    args = parser.parse_args()
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
     return args
 
@@ -69,10 +70,10 @@ def load_config(args: argparse.Namespace) -> Config:
     return cfg
 
 
-def require_checkpoint(path: str, flag: str) -> None:
-    """Fail early on a local checkpoint path that does not exist (URLs are left to MMEngine)."""
+def require_checkpoint(path: str, what: str = 'checkpoint') -> None:
+    """Fail before building the Runner on a local checkpoint that does not exist (URLs: MMEngine)."""
     if '://' not in path and not osp.isfile(path):
-        fail(f'{flag}: checkpoint {path} does not exist')
+        fail(f'{what} {path} does not exist')
 
 
 def setup_distributed(cfg: Config) -> None:
@@ -81,7 +82,7 @@ def setup_distributed(cfg: Config) -> None:
     The Runner skips its own ``init_dist`` when a group exists; DDP needs ``device_ids=None`` for
     CPU modules. One thread per process, since the processes already share the cores.
     """
-    if cfg.launcher != 'pytorch':
+    if cfg.get('launcher', 'none') != 'pytorch':
         return
     missing = [key for key in TORCHRUN_ENV if key not in os.environ]
     if missing:

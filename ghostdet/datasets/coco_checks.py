@@ -83,7 +83,7 @@ class CheckedCOCO(COCO):
         known = {cat.get('id') for cat in self.dataset['categories']}
         unknown = sorted({ann.get('category_id') for ann in self.dataset['annotations']} - known, key=str)
         if unknown:
-            names = sorted((cat.get('id'), cat.get('name')) for cat in self.dataset['categories'])
+            names = [(cat.get('id'), cat.get('name')) for cat in self.dataset['categories']]
             raise ValueError(f'Annotation file {self.annotation_file}: annotations use category_id '
                              f'{_first(unknown)} not declared in categories {names}.')
 
@@ -92,9 +92,9 @@ class CheckedCOCO(COCO):
         names = [cat.get('name') for cat in self.cats.values()]
         missing = [name for name in cat_names if name not in names]
         if missing:
-            raise ValueError(f'Annotation file {self.annotation_file} has categories {names}; the classes '
-                             f'of the dataset are not in the file: {missing}. Set `metainfo=dict(classes=...)` '
-                             'to names from the file.')
+            raise ValueError(f'Annotation file {self.annotation_file} has categories {names}; the '
+                             f'classes of the dataset are not in the file: {missing}. Set '
+                             '`metainfo=dict(classes=...)` to names from the file.')
         return super().get_cat_ids(list(cat_names), *args, **kwargs)
 
     def _drop_broken_boxes(self) -> None:
@@ -125,9 +125,14 @@ class CheckedCocoDataset(CocoDataset):
     COCOAPI = CheckedCOCO
 
     def load_data_list(self) -> List[dict]:
-        self._check_paths()
+        # Paths and image files are checked on local storage only (backend_args=None): on remote
+        # storage MMEngine's file backends report their own errors, and a stat per image is slow.
+        local = self.backend_args is None
+        if local:
+            self._check_paths()
         data_list = super().load_data_list()
-        self._check_images(data_list)
+        if local:
+            self._check_images(data_list)
         return data_list
 
     def _check_paths(self) -> None:
@@ -140,13 +145,12 @@ class CheckedCocoDataset(CocoDataset):
                                     '(relative to `data_root`).')
         img_dir = self.data_prefix.get('img', '')
         if img_dir and not osp.isdir(img_dir):
-            raise FileNotFoundError(f'Image folder {img_dir} does not exist; set `data_prefix=dict(img=...)` '
-                                    '(relative to `data_root`).')
+            raise FileNotFoundError(f'Image folder {img_dir} does not exist; set '
+                                    '`data_prefix=dict(img=...)` (relative to `data_root`).')
 
     def _check_images(self, data_list: List[dict]) -> None:
-        if self.backend_args is not None:  # remote storage: checking every file would be too slow
-            return
         missing = [info['img_path'] for info in data_list if not osp.isfile(info['img_path'])]
         if missing:
-            raise FileNotFoundError(f'{len(missing)} of {len(data_list)} images listed in {self.ann_file} '
-                                    f'do not exist: {_first(missing)}; check `data_prefix` and `data_root`.')
+            raise FileNotFoundError(f'{len(missing)} of {len(data_list)} images listed in '
+                                    f'{self.ann_file} do not exist: {_first(missing)}; check '
+                                    '`data_prefix` and `data_root`.')

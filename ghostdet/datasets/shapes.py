@@ -11,7 +11,7 @@ import os.path as osp
 import shutil
 import tempfile
 import uuid
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -173,7 +173,9 @@ def _write_split(root: str, split: str, num_images: int, size: int, seed: int) -
         info=dict(description=f'ghostdet synthetic shapes ({split}, seed {seed})'),
         images=images,
         annotations=annotations,
-        categories=[dict(id=i + 1, name=name, supercategory='shape') for i, name in enumerate(SHAPES_CLASSES)])
+        categories=[
+            dict(id=i + 1, name=name, supercategory='shape') for i, name in enumerate(SHAPES_CLASSES)
+        ])
     _write_json(osp.join(root, 'annotations', f'instances_{split}.json'), coco)
     return len(annotations)
 

@@ -1,0 +1,93 @@
+"""tools/export_onnx.py: fused RetinaNet / FCOS with GhostNetV3 to ONNX with dynamic batch/height/width;
+onnxruntime gives PyTorch's outputs at two input sizes; clear refusals of bad input."""
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
+
+import ghostdet  # noqa: F401
+from conftest import randomize_bn
+from ghostdet.reparam import build_cpu_model, fuse_model, to_deploy_config, write_deploy_config
+from reparam_helpers import detector_config
+
+pytest.importorskip('onnxruntime')
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'tools'))
+import export_onnx  # noqa: E402
+
+SHAPES = ((1, 3, 256, 256), (1, 3, 320, 192))
+TOLERANCE = 1e-4
+
+
+@pytest.fixture(scope='module', params=['retinanet', 'fcos'])
+def files(request, tmp_path_factory) -> dict:
+    """Training config + checkpoint (random BN statistics) and the deploy config + checkpoint."""
+    out = tmp_path_factory.mktemp(request.param)
+    paths = {name: str(out / name) for name in ('train.py', 'train.pth', 'deploy.py', 'deploy.pth')}
+    detector_config(request.param, 'unused/', 'unused/').dump(paths['train.py'])
+    cfg = Config.fromfile(paths['train.py'])
+    init_default_scope('mmdet')
+    model = randomize_bn(build_cpu_model(cfg.model))
+    torch.save(dict(meta=dict(epoch=1), state_dict=model.state_dict()), paths['train.pth'])
+    fuse_model(model)
+    torch.save(dict(meta=dict(deploy=True), state_dict=model.state_dict()), paths['deploy.pth'])
+    write_deploy_config(paths['deploy.py'], to_deploy_config(cfg))
+    return dict(paths, kind=request.param, out=out)
+
+
+@pytest.mark.slow
+def test_onnxruntime_equals_pytorch_at_two_sizes(files):
+    model = export_onnx.load_fused_model(files['deploy.py'], files['deploy.pth'])
+    path = str(files['out'] / 'model.onnx')
+    names = export_onnx.export(model, path, torch.randn(1, 3, 256, 256))
+    groups = ('cls_score', 'bbox_pred', 'centerness') if files['kind'] == 'fcos' else ('cls_score', 'bbox_pred')
+    assert names == [f'{g}_{level}' for g in groups for level in range(5)]
+
+    session = export_onnx.ort_session(path)
+    diffs = export_onnx.compare_with_onnxruntime(model, session, SHAPES)
+    assert len(diffs) == len(SHAPES) * len(names)
+    assert max(min(d.abs, d.rel) for d in diffs) <= TOLERANCE
+    # Batch, height and width are dynamic: levels at strides 8..128 of a 320x192 input, batch 2.
+    outputs = session.run(None, {export_onnx.INPUT_NAME: torch.randn(2, 3, 320, 192).numpy()})
+    assert [o.shape[:1] + o.shape[2:] for o in outputs[:5]] == [
+        (2, 40, 24), (2, 20, 12), (2, 10, 6), (2, 5, 3), (2, 3, 2)]
+
+
+@pytest.mark.slow
+def test_cli_fuses_a_training_checkpoint_and_verifies(files, capsys):
+    out = str(files['out'] / 'cli.onnx')
+    export_onnx.main([files['train.py'], files['train.pth'], out, '--shape', '256', '256', '--verify'])
+    printed = capsys.readouterr().out
+    assert 'training checkpoint; fused' in printed
+    assert 'verified: onnxruntime matches PyTorch' in printed
+    assert Path(out).is_file()
+
+
+def test_training_checkpoint_with_deploy_config_says_fuse_first(files):
+    with pytest.raises(SystemExit, match='fuse first with tools/reparameterize.py'):
+        export_onnx.main([files['deploy.py'], files['train.pth'], str(files['out'] / 'x.onnx')])
+
+
+@pytest.mark.parametrize('missing', ['config', 'checkpoint'])
+def test_missing_files_are_named(files, missing):
+    config = files['deploy.py'] if missing == 'checkpoint' else 'no/such/config.py'
+    checkpoint = files['deploy.pth'] if missing == 'config' else 'no/such/weights.pth'
+    with pytest.raises(SystemExit, match=f'no/such/{"config.py" if missing == "config" else "weights.pth"} '
+                       'does not exist'):
+        export_onnx.main([config, checkpoint, str(files['out'] / 'x.onnx')])
+
+
+def test_checkpoint_of_another_model_is_refused(files, tmp_path):
+    other = str(tmp_path / 'other.pth')
+    state = torch.load(files['deploy.pth'], weights_only=True)
+    state['state_dict'] = {k: v for k, v in state['state_dict'].items() if not k.startswith('bbox_head.')}
+    torch.save(state, other)
+    with pytest.raises(SystemExit, match='does not match the model of the config'):
+        export_onnx.main([files['deploy.py'], other, str(files['out'] / 'x.onnx')])
+
+
+def test_output_must_be_onnx(files):
+    with pytest.raises(SystemExit, match='must end with .onnx'):
+        export_onnx.main([files['deploy.py'], files['deploy.pth'], str(files['out'] / 'x.pt')])
