@@ -15,8 +15,10 @@ import os.path as osp
 import re
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from functools import partial
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -334,18 +336,39 @@ def _named_tensors(outputs: Any, names: Sequence[str] = HEAD_OUTPUT_NAMES) -> Li
     return named
 
 
+def _branch_forward(module: nn.Module, x: Tensor) -> Tensor:
+    return module.act(module.forward_branches(x))
+
+
+@contextmanager
+def branch_by_branch(model: nn.Module) -> Iterator[None]:
+    """Run blocks that offer ``forward_branches`` (ghostdet's ``RepConvBN``) branch by branch in eval
+    mode too, where they fuse on the fly: a fused model must be checked against the sum of the
+    branches, not against the same fusion."""
+    blocks = [m for m in model.modules() if callable(getattr(m, 'forward_branches', None))]
+    for block in blocks:
+        block.forward = partial(_branch_forward, block)
+    try:
+        yield
+    finally:
+        for block in blocks:
+            del block.forward
+
+
 @torch.no_grad()
 def compare_outputs(reference: nn.Module, candidate: nn.Module, sizes: Sequence[Tuple[int, int]],
                     seed: int = 0) -> List[OutputDiff]:
-    """Run both models (eval mode) on the same random images of each (height, width) and return
-    the largest absolute and relative difference of every output tensor."""
+    """Run both models (eval mode; the reference's re-parameterizable blocks branch by branch) on the
+    same random images of each (height, width); return the largest absolute and relative difference
+    of every output tensor."""
     reference.eval()
     candidate.eval()
     generator = torch.Generator().manual_seed(seed)
     diffs = []
     for size in sizes:
         inputs = torch.randn(1, 3, *size, generator=generator)
-        expected = _named_tensors(reference._forward(inputs))
+        with branch_by_branch(reference):
+            expected = _named_tensors(reference._forward(inputs))
         actual = _named_tensors(candidate._forward(inputs))
         if [(n, t.shape) for n, t in expected] != [(n, t.shape) for n, t in actual]:
             raise ValueError(f'The models give differently shaped outputs at input size {size}')

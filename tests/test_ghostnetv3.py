@@ -136,3 +136,35 @@ def test_gradient_checkpointing_matches():
         sum(o.sum() for o in model(x)).backward()
     for (name, a), b in zip(plain.named_parameters(), checkpointed.parameters()):
         assert torch.allclose(a.grad, b.grad, rtol=1e-4, atol=1e-6), name
+
+
+@pytest.mark.parametrize('kwargs', [dict(kernel_size=1), dict(kernel_size=3, groups=12),
+                                    dict(kernel_size=5, stride=2, groups=12), dict(kernel_size=3, groups=3)])
+def test_eval_forward_fuses_on_the_fly_exactly(kwargs):
+    block = randomize_bn(RepConvBN(12, 12, with_act=True, **kwargs)).eval()
+    x = torch.randn(2, 12, 15, 22)
+    with torch.no_grad():
+        assert max_rel_diff(block.act(block.forward_branches(x)), block(x)) < 1e-5
+
+
+def test_norm_eval_training_gradients_match_branches():
+    block = randomize_bn(RepConvBN(8, 8, 3, groups=8)).eval()
+    x = torch.randn(2, 8, 9, 9)
+    block(x).square().sum().backward()
+    fused_grads = [p.grad.clone() for p in block.parameters()]
+    block.zero_grad()
+    block.forward_branches(x).square().sum().backward()
+    for a, b in zip(fused_grads, block.parameters()):
+        assert torch.allclose(a, b.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_channels_last_is_a_layout_not_a_numerics_change():
+    nhwc = randomize_bn(GhostNetV3()).eval()
+    nchw = GhostNetV3(channels_last=False).eval()
+    nchw.load_state_dict(nhwc.state_dict())
+    x = torch.randn(1, 3, 64, 80)
+    with torch.no_grad():
+        outs = nhwc(x)
+        assert outs[0].is_contiguous(memory_format=torch.channels_last)
+        for a, b in zip(outs, nchw(x)):
+            assert max_rel_diff(b, a) < 1e-5

@@ -135,7 +135,7 @@ class DetectionOutputs(nn.Module):
             large = (sizes > self.min_bbox_size).all(dim=1)
             boxes, top_scores, labels = boxes[large], top_scores[large], labels[large]
         keep = batched_nms(boxes, top_scores, labels, self.iou_threshold)[:self.max_per_img]
-        return torch.cat([boxes[keep], top_scores[keep, None]], dim=1), labels[keep]
+        return torch.cat([boxes[keep], top_scores[keep].unsqueeze(1)], dim=1), labels[keep]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -192,23 +192,36 @@ class OutputDiff:
     rel: float
 
 
+def pair_detections(expected: Sequence[np.ndarray], actual: Sequence[np.ndarray]) -> List[np.ndarray]:
+    """``actual`` (dets, labels) reordered to pair each expected detection with the closest one of
+    its class: detections of nearly equal score may come out of NMS in either order."""
+    (dets, labels), (out_dets, out_labels) = expected, actual
+    cost = np.abs(dets[:, None, :] - out_dets[None, :, :]).max(-1, initial=0)
+    cost[labels[:, None] != out_labels[None, :]] = np.inf
+    order = cost.argmin(1) if cost.size else np.zeros(0, dtype=int)
+    return [out_dets[order], out_labels[order]]
+
+
 @torch.no_grad()
-def compare_with_onnxruntime(model: nn.Module, session: Any, shapes: Sequence[Tuple[int, ...]],
+def compare_with_onnxruntime(module: nn.Module, session: Any, shapes: Sequence[Tuple[int, ...]],
                              seed: int = 0) -> List[OutputDiff]:
-    """Run PyTorch and onnxruntime on the same random inputs of each (N, C, H, W) shape."""
-    model.eval()
+    """Run the PyTorch module that was exported (:func:`onnx_module`) and onnxruntime on the same
+    random inputs of each (N, C, H, W) shape."""
+    module.eval()
     generator = torch.Generator().manual_seed(seed)
     names = [o.name for o in session.get_outputs()]
     diffs = []
     for shape in shapes:
         inputs = torch.randn(*shape, generator=generator)
-        expected = flatten_outputs(model(inputs))
+        expected = [t.numpy() for t in module(inputs)]
         actual = session.run(None, {INPUT_NAME: inputs.numpy()})
         for name, ref, out in zip(names, expected, actual):
-            if tuple(ref.shape) != out.shape:
-                raise ValueError(f'{name}: onnxruntime shape {out.shape} != PyTorch {tuple(ref.shape)} '
+            if ref.shape != out.shape:
+                raise ValueError(f'{name}: onnxruntime shape {out.shape} != PyTorch {ref.shape} '
                                  f'at input {tuple(shape)}')
-            ref = ref.numpy()
+        if tuple(names) == DETECTION_NAMES:
+            actual = pair_detections(expected, actual)
+        for name, ref, out in zip(names, expected, actual):
             abs_diff = float(np.abs(ref - out).max(initial=0))
             scale = max(float(np.abs(ref).max(initial=0)), 1e-12)
             diffs.append(OutputDiff(tuple(shape), name, abs_diff, abs_diff / scale))

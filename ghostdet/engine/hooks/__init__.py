@@ -1,3 +1,4 @@
+from .distill_schedule_hook import DistillScheduleHook
 from .reparam_checkpoint_hook import ReparamCheckpointHook
 
-__all__ = ['ReparamCheckpointHook']
+__all__ = ['DistillScheduleHook', 'ReparamCheckpointHook']

@@ -150,12 +150,14 @@ class GhostNetV3(BaseModule):
         num_branches: parallel k×k conv-BN branches per re-parameterizable conv (GhostNetV3: 3).
         deploy: build the fused single-branch form (load fused checkpoints into this).
         with_cp: gradient checkpointing per bottleneck (less memory, slower).
+        channels_last: keep weights and activations in NHWC memory format; same numbers, faster on CPU
+            for the depthwise-heavy blocks (and what the outputs hand to the neck).
         init_cfg: MMEngine init config, e.g. ``dict(type='Pretrained', checkpoint='ghostnetv3_100.pth')``.
     """
 
     def __init__(self, widen_factor: float = 1.0, out_indices: Sequence[int] = (1, 2, 3, 4),
                  frozen_stages: int = -1, norm_eval: bool = False, num_branches: int = 3,
-                 deploy: bool = False, with_cp: bool = False,
+                 deploy: bool = False, with_cp: bool = False, channels_last: bool = True,
                  init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
         if init_cfg is None:
             init_cfg = [dict(type='Kaiming', layer='Conv2d'),
@@ -169,6 +171,7 @@ class GhostNetV3(BaseModule):
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
         self.deploy = deploy
+        self.channels_last = channels_last
         self.out_channels = self.out_channels_for(widen_factor, self.out_indices)
 
         stem_channels = make_divisible(STEM_CHANNELS * widen_factor)
@@ -188,7 +191,12 @@ class GhostNetV3(BaseModule):
         self.last_conv = nn.Sequential(
             *conv_bn(in_channels, make_divisible(LAST_CONV_CHANNELS * widen_factor), 1),
             nn.ReLU(inplace=True)) if NUM_OUTPUTS - 1 in self.out_indices else None
+        self._apply_memory_format()
         self._freeze_stages()
+
+    def _apply_memory_format(self) -> None:
+        if self.channels_last:
+            self.to(memory_format=torch.channels_last)
 
     @staticmethod
     def _check_out_indices(out_indices: Sequence[int]) -> Tuple[int, ...]:
@@ -214,6 +222,8 @@ class GhostNetV3(BaseModule):
         return [channels[i] for i in GhostNetV3._check_out_indices(out_indices)]
 
     def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         x = self.stem(x)
         outs = []
         for i, stage in enumerate(self.stages):
@@ -272,6 +282,7 @@ class GhostNetV3(BaseModule):
             if isinstance(module, RepConvBN):
                 module.switch_to_deploy()
         self.deploy = True
+        self._apply_memory_format()
 
     def _load_from_state_dict(self, state_dict: Dict[str, Tensor], prefix: str, *args, **kwargs) -> None:
         """Refuse a checkpoint of the other form (fused vs branched) instead of silently skipping it."""

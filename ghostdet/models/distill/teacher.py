@@ -30,12 +30,14 @@ class TeacherError(ValueError):
 
 
 def _read_config(path: str) -> Config:
-    if '::' in path:  # e.g. mmdet::retinanet/retinanet_r50_fpn_1x_coco.py, resolved as a base would be
-        return Config.fromstring(f'_base_ = {path!r}', '.py')
-    if not osp.isfile(path):
+    external = '::' in path  # e.g. mmdet::retinanet/retinanet_r50_fpn_1x_coco.py, resolved as a base is
+    if not external and not osp.isfile(path):
         raise TeacherError(f'teacher_config {path} does not exist (relative paths start from the '
                            f'working directory {os.getcwd()})')
-    return Config.fromfile(path)
+    try:
+        return Config.fromstring(f'_base_ = {path!r}', '.py') if external else Config.fromfile(path)
+    except Exception as err:
+        raise TeacherError(f'teacher_config {path} cannot be read: {type(err).__name__}: {err}') from err
 
 
 def teacher_model_config(teacher_config: TeacherConfig) -> Tuple[ConfigDict, str]:
@@ -47,12 +49,7 @@ def teacher_model_config(teacher_config: TeacherConfig) -> Tuple[ConfigDict, str
     """
     if isinstance(teacher_config, (str, Path)):
         name = str(teacher_config)
-        try:
-            cfg = _read_config(name)
-        except TeacherError:
-            raise
-        except Exception as err:
-            raise TeacherError(f'teacher_config {name} cannot be read: {type(err).__name__}: {err}') from err
+        cfg = _read_config(name)
     elif isinstance(teacher_config, Config):
         name, cfg = teacher_config.filename or 'the teacher config', teacher_config
     elif isinstance(teacher_config, dict):
@@ -137,7 +134,7 @@ def renormalize(inputs: Tensor, source: Normalization, target: Normalization,
     for an RGB student). Padding (beyond each sample's ``img_shape``) gets the target's pad value."""
     if source == target:
         return inputs
-    x = inputs if source.mean is None else inputs * source.std.to(inputs) + source.mean.to(inputs)
+    x = inputs.clone() if source.mean is None else inputs * source.std.to(inputs) + source.mean.to(inputs)
     if source.swap_channels != target.swap_channels:
         x = x.flip(1)
     if target.mean is not None:

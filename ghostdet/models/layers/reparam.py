@@ -78,12 +78,28 @@ class RepConvBN(BaseModule):
     def forward(self, x: Tensor) -> Tensor:
         if self.deploy:
             return self.act(self.fused(x))
+        training = [bn.training for bn in self._norms()]
+        if not any(training):  # eval, norm_eval or frozen: one conv with the kernel fused on the fly
+            kernel, bias = self.fused_kernel_bias()
+            return self.act(self._conv(x, kernel, bias))
+        return self.act(self.forward_branches(x))
+
+    def forward_branches(self, x: Tensor) -> Tensor:
+        """The reference train form: every branch on its own, then the sum."""
         out = self.identity(x) if self.identity is not None else 0
         if self.scale is not None:
             out = out + self.scale(x)
         for branch in self.branches:
             out = out + branch(x)
-        return self.act(out)
+        return out
+
+    def _conv(self, x: Tensor, kernel: Tensor, bias: Optional[Tensor] = None) -> Tensor:
+        return F.conv2d(x, kernel, bias, self.stride, self.kernel_size // 2, 1, self.groups)
+
+    def _norms(self) -> List[nn.BatchNorm2d]:
+        norms = [branch.bn for branch in self.branches]
+        norms += [self.scale.bn] if self.scale is not None else []
+        return norms + ([self.identity] if self.identity is not None else [])
 
     def fused_kernel_bias(self) -> Tuple[Tensor, Tensor]:
         """The (kernel, bias) of the single conv equivalent to all branches in eval mode."""

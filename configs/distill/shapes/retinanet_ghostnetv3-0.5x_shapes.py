@@ -1,0 +1,17 @@
+# The student of the shapes KD recipe, trained alone: RetinaNet-GhostNetV3-0.5x with the teacher's
+# 64-channel FPN/head, 150 iterations of batch 8 (3 epochs) from scratch. Its distilled twin
+# (kd_retinanet_ghostnetv3-0.5x_shapes.py) inherits everything here: same schedule, data and seed.
+_base_ = '../../demo/retinanet_ghostnetv3-lite_shapes.py'
+from ghostdet.models.backbones.ghostnetv3 import GhostNetV3 as _GhostNetV3  # noqa: E402
+
+model = dict(
+    backbone=dict(widen_factor=0.5),
+    neck=dict(in_channels=_GhostNetV3.out_channels_for(0.5)))
+
+max_iters = 150
+train_cfg = dict(max_iters=max_iters, val_interval=50)
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=30),
+    dict(type='CosineAnnealingLR', by_epoch=False, begin=0, end=max_iters, eta_min=2e-5)
+]
+default_hooks = dict(checkpoint=dict(interval=50))
