@@ -1,0 +1,97 @@
+"""End to end through the tools, as a user runs them: train, COCO evaluation, deploy evaluation, DDP."""
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ghostdet.datasets.shapes import make_shapes_dataset
+
+ROOT = Path(__file__).parents[1]
+DEMO_CONFIGS = ['configs/demo/retinanet_ghostnetv3-lite_shapes.py',
+                'configs/demo/fcos_ghostnetv3-lite_shapes.py']
+MMDET_TRAIN = Path(__import__('mmdet').__file__).parent / '.mim/tools/train.py'
+
+
+@pytest.fixture(scope='module')
+def shapes_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp('shapes')
+    make_shapes_dataset(str(root), num_train=8, num_val=4, image_size=256, seed=1)
+    return root
+
+
+def tiny_options(data_root: Path, iters: int = 2):
+    """Command-line overrides that shrink a demo config to a few iterations on the tiny dataset."""
+    ann = data_root / 'annotations/instances_val.json'
+    return ['--cfg-options', f'train_cfg.max_iters={iters}', f'train_cfg.val_interval={iters}',
+            f'default_hooks.checkpoint.interval={iters}', 'train_dataloader.batch_size=4',
+            'default_hooks.logger.interval=1', 'model.test_cfg.score_thr=0.0',
+            *(f'{loader}.dataset.data_root={data_root}/' for loader in
+              ('train_dataloader', 'val_dataloader', 'test_dataloader')),
+            f'val_evaluator.ann_file={ann}', f'test_evaluator.ann_file={ann}']
+
+
+def run(args, **kwargs):
+    env = dict(os.environ, PYTHONWARNINGS='ignore', OMP_NUM_THREADS='1')
+    result = subprocess.run([*args], cwd=ROOT, capture_output=True, text=True, env=env, **kwargs)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout + result.stderr
+
+
+def logged_metrics(work_dir: Path) -> dict:
+    """The metrics tools/test.py logged (LoggerHook's json of the test run)."""
+    logs = sorted(work_dir.glob('*/*.json'))
+    assert logs, f'no test log in {work_dir}'
+    return json.loads(logs[-1].read_text().splitlines()[-1])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('config', DEMO_CONFIGS)
+def test_train_test_and_deploy_test(tmp_path, shapes_root, config):
+    work_dir = tmp_path / 'work'
+    out = run([sys.executable, 'tools/train.py', config, '--work-dir', str(work_dir),
+               *tiny_options(shapes_root)])
+    assert re.search(r'coco/bbox_mAP: \d', out), out[-2000:]
+    for name in ('iter_2.pth', 'iter_2_deploy.pth', 'deploy_config.py'):
+        assert (work_dir / name).is_file(), name
+
+    results = {}
+    for tag, (cfg, ckpt) in {'train': (config, 'iter_2.pth'),
+                             'deploy': (work_dir / 'deploy_config.py', 'iter_2_deploy.pth')}.items():
+        run([sys.executable, 'tools/test.py', str(cfg), str(work_dir / ckpt), '--work-dir',
+             str(tmp_path / tag), '--out', str(tmp_path / f'{tag}.pkl'), *tiny_options(shapes_root)])
+        results[tag] = logged_metrics(tmp_path / tag)
+        assert (tmp_path / f'{tag}.pkl').is_file()
+    for key in ('coco/bbox_mAP', 'coco/bbox_mAP_50'):
+        assert results['train'][key] == pytest.approx(results['deploy'][key], abs=1e-3)
+
+
+@pytest.mark.slow
+def test_config_runs_with_mmdets_own_train_py(tmp_path, shapes_root):
+    work_dir = tmp_path / 'work'
+    run([sys.executable, str(MMDET_TRAIN), DEMO_CONFIGS[0], '--work-dir', str(work_dir),
+         *tiny_options(shapes_root, iters=1)])
+    assert (work_dir / 'iter_1_deploy.pth').is_file()
+
+
+@pytest.mark.slow
+def test_two_process_dist_train_on_cpu(tmp_path, shapes_root):
+    work_dir = tmp_path / 'work'
+    env = dict(os.environ, PYTHON=sys.executable, PORT='29517', PYTHONWARNINGS='ignore')
+    result = subprocess.run(['bash', 'tools/dist_train.sh', DEMO_CONFIGS[0], '2', '--work-dir',
+                             str(work_dir), *tiny_options(shapes_root)], cwd=ROOT, env=env,
+                            capture_output=True, text=True)
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-3000:]
+    assert 'gloo' in out
+    assert (work_dir / 'iter_2.pth').is_file() and (work_dir / 'iter_2_deploy.pth').is_file()
+
+
+def test_resume_without_checkpoint_says_so(tmp_path):
+    result = subprocess.run([sys.executable, 'tools/train.py', DEMO_CONFIGS[0], '--work-dir',
+                             str(tmp_path), '--resume'], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode != 0
+    assert 'no checkpoint to resume from' in result.stderr + result.stdout
