@@ -1,9 +1,17 @@
-"""Parameter and MAC counts of detectors through MMEngine's analysis tools (not a home-made counter)."""
-from typing import Tuple
+"""Parameter and MAC counts of detectors through MMEngine's analysis tools (not a home-made counter).
+
+MMEngine's ``FlopAnalyzer`` counts one multiply-accumulate as one "flop": the numbers are MACs, the unit
+the GhostNetV3 paper (and mmdet's get_flops) calls FLOPs.
+"""
+import logging
+from typing import Dict, Tuple
 
 import torch
 import torch.nn as nn
-from mmengine.analysis import get_model_complexity_info
+from mmengine.analysis import FlopAnalyzer, parameter_count
+from mmengine.logging import MMLogger
+
+DETECTOR_PARTS = ('backbone', 'neck', 'bbox_head')
 
 
 class RawOutputs(nn.Module):
@@ -17,13 +25,30 @@ class RawOutputs(nn.Module):
         return self.detector._forward(x)
 
 
-def count_params_and_macs(model: nn.Module, size: Tuple[int, int] = (640, 640)) -> Tuple[int, float]:
-    """(parameters, multiply-accumulates) of one ``size`` image; detectors are counted without NMS."""
-    module = RawOutputs(model) if hasattr(model, '_forward') else model
+def complexity_by_part(model: nn.Module, size: Tuple[int, int] = (640, 640)) -> Dict[str, Tuple[int, int]]:
+    """``{part: (parameters, MACs)}`` for one ``size`` image, parts = backbone/neck/bbox_head and
+    ``total`` for a detector (counted without NMS), only ``total`` for any other module."""
+    is_detector = hasattr(model, '_forward')
+    module = RawOutputs(model) if is_detector else model
+    prefix = 'detector.' if is_detector else ''
     was_training = model.training
     model.eval()
-    with torch.no_grad():
-        info = get_model_complexity_info(module, inputs=(torch.zeros(1, 3, *size), ), show_table=False,
-                                         show_arch=False)
-    model.train(was_training)
-    return sum(p.numel() for p in model.parameters()), float(info['flops'])
+    logger = MMLogger.get_current_instance()
+    level = logger.level
+    logger.setLevel(logging.ERROR)  # the analyzer warns about every uncounted elementwise op
+    try:
+        with torch.no_grad():
+            macs = FlopAnalyzer(module, (torch.zeros(1, 3, *size), )).by_module()
+    finally:
+        logger.setLevel(level)
+        model.train(was_training)
+    params = parameter_count(module)
+    parts = [p for p in DETECTOR_PARTS if is_detector and hasattr(model, p)]
+    result = {part: (params[prefix + part], macs[prefix + part]) for part in parts}
+    result['total'] = (params[''], macs[''])
+    return result
+
+
+def count_params_and_macs(model: nn.Module, size: Tuple[int, int] = (640, 640)) -> Tuple[int, int]:
+    """(parameters, MACs) of the whole model for one ``size`` image."""
+    return complexity_by_part(model, size)['total']

@@ -1,0 +1,63 @@
+"""Parameters and MACs of detectors from configs, per part (backbone, neck, head), unfused and fused.
+
+    python tools/get_flops.py configs/retinanet_ghostnetv3_coco.py mmdet::retinanet/retinanet_r18_fpn_1x_coco.py
+
+Counts come from MMEngine's FlopAnalyzer (one multiply-accumulate = one "flop", i.e. MACs, as mmdet's
+get_flops and the GhostNetV3 paper report), for one image of ``--shape`` without NMS.
+"""
+import argparse
+import os.path as osp
+from contextlib import nullcontext
+from typing import List
+
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
+
+import ghostdet  # noqa: F401
+from ghostdet.analysis import complexity_by_part
+from ghostdet.reparam import branch_by_branch, build_cpu_model, fuse_model
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('configs', nargs='+', help='config files (mmdet:: paths allowed)')
+    parser.add_argument('--shape', type=int, nargs=2, default=[640, 640], metavar=('H', 'W'))
+    return parser.parse_args()
+
+
+def config_file(path: str) -> str:
+    """``mmdet::retinanet/x.py`` -> the file shipped inside the installed mmdet (as ``_base_`` does)."""
+    if not path.startswith('mmdet::'):
+        return path
+    import mmdet
+    return osp.join(osp.dirname(mmdet.__file__), '.mim', 'configs', path[len('mmdet::'):])
+
+
+def rows_for(path: str, shape) -> List[List[str]]:
+    cfg = Config.fromfile(config_file(path))
+    init_default_scope(cfg.get('default_scope', 'mmdet'))
+    model = build_cpu_model(cfg.model)
+    rows = []
+    for form in ('train', 'fused'):
+        if form == 'fused' and not fuse_model(model):
+            break
+        # The train form counted as it trains, every branch on its own (in eval mode ghostdet's
+        # re-param blocks would fuse on the fly).
+        with branch_by_branch(model) if form == 'train' else nullcontext():
+            parts = complexity_by_part(model, tuple(shape))
+        for part, (params, macs) in parts.items():
+            rows.append([path, form, part, f'{params / 1e6:.2f}', f'{macs / 1e9:.2f}'])
+    return rows
+
+
+def main() -> None:
+    args = parse_args()
+    header = ['config', 'form', 'part', 'params (M)', f'GMACs @{args.shape[0]}x{args.shape[1]}']
+    rows = [row for path in args.configs for row in rows_for(path, args.shape)]
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print('  '.join(str(c).ljust(w) for c, w in zip(row, widths)))
+
+
+if __name__ == '__main__':
+    main()
