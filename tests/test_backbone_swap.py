@@ -1,7 +1,8 @@
 """GhostNetV3 swapped into stock MMDetection configs via ``_base_`` + ``_delete_=True``."""
 import pytest
-import torch
 from mmengine.config import Config
+
+from conftest import loss_and_backward
 
 from ghostdet.models import GhostNetV3
 
@@ -28,22 +29,6 @@ def build_swapped(tmp_path, base, width=1.0, indices=(1, 2, 3, 4), **overrides):
     return model
 
 
-def loss_and_backward(model, image_shapes):
-    from mmdet.testing import demo_mm_inputs
-    packed = demo_mm_inputs(len(image_shapes), [(3, *s) for s in image_shapes], num_items=[3] * len(image_shapes),
-                            num_classes=80)
-    model.train()
-    data = model.data_preprocessor(packed, True)
-    losses = model.loss(data['inputs'], data['data_samples'])
-    total = sum(v.sum() if isinstance(v, torch.Tensor) else sum(x.sum() for x in v)
-                for k, v in losses.items() if 'loss' in k)
-    assert torch.isfinite(total)
-    total.backward()
-    grads = [p.grad for p in model.backbone.parameters()]
-    assert all(g is not None for g in grads) and any(g.abs().sum() > 0 for g in grads)
-    return losses
-
-
 @pytest.mark.parametrize('base', ['retinanet/retinanet_r50_fpn_1x_coco.py',
                                   'fcos/fcos_r50-caffe_fpn_gn-head_1x_coco.py'])
 def test_one_stage_detectors_train_with_ghostnetv3(tmp_path, base):
@@ -62,3 +47,15 @@ def test_three_output_variant_with_start_level_0(tmp_path):
     model = build_swapped(tmp_path, 'retinanet/retinanet_r50_fpn_1x_coco.py', width=1.0,
                           indices=(2, 3, 4), **{'model.neck.start_level': 0})
     loss_and_backward(model, [(128, 128)])
+
+
+@pytest.mark.parametrize('config', ['configs/retinanet/retinanet_ghostnetv3-lite_fpn_1x_coco.py',
+                                    'configs/fcos/fcos_ghostnetv3-lite_fpn_1x_coco.py'])
+def test_light_heads_train(config):
+    from mmdet.registry import MODELS
+    cfg = Config.fromfile(config)
+    cfg.model.backbone.init_cfg = None
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    losses = loss_and_backward(model, [(256, 192)])
+    assert {'loss_cls', 'loss_bbox'} <= set(losses)
