@@ -51,10 +51,6 @@ class WeightsMismatchError(ValueError):
     """A checkpoint whose weights do not fit the model built from the config."""
 
 
-class DeployCheckpointError(ValueError):
-    """A deploy (already fused) checkpoint where a training checkpoint is needed."""
-
-
 def _reparam_modules(model: nn.Module) -> List[nn.Module]:
     return [m for m in model.modules() if callable(getattr(m, 'switch_to_deploy', None))]
 
@@ -240,7 +236,7 @@ def build_cpu_model(model_cfg: dict) -> nn.Module:
 
 def is_deploy_checkpoint(checkpoint: dict, deploy_model: nn.Module) -> bool:
     """A checkpoint that is already fused: marked so by us, or whose keys are the fused model's."""
-    if checkpoint.get('meta', {}).get('deploy', False):
+    if (checkpoint.get('meta') or {}).get('deploy', False):
         return True
     keys = set(checkpoint.get('state_dict', checkpoint))
     return keys == set(deploy_model.state_dict())
@@ -261,10 +257,17 @@ class FusedWeights:
 
 
 def fuse_weights(model: nn.Module) -> FusedWeights:
-    """Fuse ``model`` (a private copy: it is modified) and return its weights."""
+    """Fuse ``model`` (a private copy: it is modified) and return its weights.
+
+    The folding runs in float64: BN folding adds and subtracts terms much larger than the result when
+    running means are large, and float32 would keep their rounding error in the stored weights.
+    """
+    dtype = next(model.parameters()).dtype
     start = time.perf_counter()
     with _keep_rng_state():  # fusing builds new convs
+        model.double()
         num_fused = fuse_model(model)
+        model.to(dtype)
     seconds = time.perf_counter() - start
     return FusedWeights(model.state_dict(), num_fused, sum(p.numel() for p in model.parameters()), seconds)
 

@@ -8,6 +8,7 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
 import ghostdet  # noqa: F401
+from ghostdet.models import GhostNetV3
 from ghostdet.models.distill.teacher import teacher_model_config
 
 ROOT = Path(__file__).parents[1]
@@ -52,3 +53,8 @@ def test_config_builds(config, tmp_path, monkeypatch):
         cfg.model.teacher_checkpoint = local_teacher(cfg.model, tmp_path, registry)
     model = registry.build(cfg.model)
     assert sum(p.numel() for p in model.parameters()) > 0
+    assert cfg.pretty_text  # the Runner dumps the config at start: it must be plain data
+    backbone = getattr(getattr(model, 'student', model), 'backbone', None)
+    neck = getattr(getattr(model, 'student', model), 'neck', None)
+    if isinstance(backbone, GhostNetV3) and neck is not None:
+        assert list(neck.in_channels) == backbone.out_channels

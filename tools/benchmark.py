@@ -37,11 +37,12 @@ from mmengine.hub import get_config
 from mmengine.logging import MMLogger
 from mmengine.registry import init_default_scope
 
+from mmdet.registry import MODELS
+
 import ghostdet  # noqa: F401  registers GhostNetV3
 from ghostdet.apis import fail
 from ghostdet.models import GhostNetV3
 from ghostdet.reparam import deploy_source_config, fuse_model
-from mmdet.registry import MODELS
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 from export_onnx import INPUT_NAME, export, flatten_outputs, ort_session  # noqa: E402
@@ -396,6 +397,8 @@ def write_markdown(rows: List[Row], path: str, args: argparse.Namespace, load: T
         f'before {load[0][0]:.2f}/{load[0][1]:.2f}/{load[0][2]:.2f}, '
         f'after {load[1][0]:.2f}/{load[1][1]:.2f}/{load[1][2]:.2f}; run took {seconds:.0f} s',
         f'- {versions()}; {args.threads} thread(s) (torch.set_num_threads; onnxruntime intra-op)',
+        '- Random weights, denormal floats flushed to zero (torch.set_flush_denormal, onnxruntime '
+        'set_denormal_as_zero)',
         f'- Batch 1; {args.warmup} warm-up calls, then {args.repeats} timed calls (train step: '
         f'{args.step_repeats}) per model, interleaved round-robin; median and 10th-90th percentile',
         '- Forms: train = re-parameterizable branches (eval mode), fused = branches folded, plain = '
@@ -450,14 +453,16 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--configs', nargs='*', default=[], help='detector configs (mmdet:: paths work)')
     parser.add_argument('--peers', nargs='*', default=list(PEERS), choices=PEERS,
                         help='peer backbones measured in the same run (timm: same width as each backbone)')
-    parser.add_argument('--sizes', nargs='+', type=parse_size, default=[(640, 640)], metavar='HxW')
+    parser.add_argument('--sizes', nargs='+', type=parse_size, default=[(640, 640)], metavar='HxW',
+                        help='input sizes, height x width, batch 1')
     parser.add_argument('--memory-formats', nargs='+', default=['default'], choices=list(MEMORY_FORMATS),
                         help='default: models as built, NCHW input; channels_last: every model and input '
                         'converted')
     parser.add_argument('--threads', type=int, default=2, help='CPU threads (torch and onnxruntime)')
     parser.add_argument('--warmup', type=int, default=3, help='untimed calls per model before timing')
     parser.add_argument('--repeats', type=int, default=20, help='timed inference calls per model')
-    parser.add_argument('--step-repeats', type=int, default=5, help='timed train steps (0: no train step)')
+    parser.add_argument('--step-repeats', type=int, default=5, help='timed train steps (0: none). A batch-1 train step '
+                        'of GhostNetV3 needs inputs of 128 px or more (BN over the DFC-pooled stride-64 map)')
     parser.add_argument('--onnx', action='store_true', help='also time the fused models in onnxruntime')
     parser.add_argument('--out-dir', default='work_dirs/benchmark')
     args = parser.parse_args(argv)
@@ -475,10 +480,11 @@ def measure(args: argparse.Namespace, subjects: List[Subject], onnx_dir: str) ->
     step_fns: Dict[Tuple, Callable] = {}
     inputs = {f'{h}x{w}': torch.randn(1, 3, h, w) for h, w in args.sizes}
     for v in (v for s in subjects for v in build_variants(s)):
+        analysis = {size: complexity(v.model, x) for size, x in inputs.items()}  # before the ONNX trace
         session = onnx_session(v, args.sizes[0], args.threads, onnx_dir) \
             if args.onnx and v.form != 'train' else None
         for size, x in inputs.items():
-            params, macs = complexity(v.model, x)
+            params, macs = analysis[size]
             for layout in args.memory_formats:
                 key = (v.subject.name, v.form, size, layout)
                 rows[key] = Row(*key, params / 1e6, macs / 1e9, v.subject.is_peer)
@@ -500,12 +506,15 @@ def onnx_session(variant: Variant, size: Tuple[int, int], threads: int, onnx_dir
     """Export a fused/plain model (dynamic input size) and open an onnxruntime session for it."""
     path = osp.join(onnx_dir, f'{variant.subject.name}.onnx')
     export(variant.model, path, torch.randn(1, 3, *size))
-    return ort_session(path, threads)
+    return ort_session(path, threads, flush_denormal=True)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
+    # Randomly initialised nets produce denormal floats that trained ones rarely do; on x86 they
+    # slow some models (timm's GhostNetV3 train step: 20x) and would decide the comparison.
+    torch.set_flush_denormal(True)
     MMLogger.get_current_instance().setLevel('ERROR')  # the analysis warns per unsupported op
     init_default_scope('mmdet')
     subjects = (backbone_subjects(args.backbones, args.peers) if args.backbones else []) + \

@@ -170,8 +170,9 @@ def export(model: nn.Module, path: str, sample: Tensor, with_nms: bool = False) 
     return names
 
 
-def ort_session(path: str, threads: int = 1) -> Any:
-    """An onnxruntime CPU session with a fixed number of intra-op threads, ops run sequentially."""
+def ort_session(path: str, threads: int = 1, flush_denormal: bool = False) -> Any:
+    """An onnxruntime CPU session with a fixed number of intra-op threads, ops run sequentially
+    (``flush_denormal``: treat denormal floats as zero, as ``torch.set_flush_denormal`` does)."""
     try:
         import onnxruntime as ort
     except ImportError:
@@ -180,6 +181,8 @@ def ort_session(path: str, threads: int = 1) -> Any:
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    if flush_denormal:
+        options.add_session_config_entry('session.set_denormal_as_zero', '1')
     return ort.InferenceSession(path, options, providers=['CPUExecutionProvider'])
 
 

@@ -53,9 +53,11 @@ class Run:
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--work-dir', default='work_dirs/kd_shapes', help='one sub-folder per run')
-    parser.add_argument('--seeds', type=int, nargs='+', default=[0], help='student seeds (teacher: its config)')
+    parser.add_argument('--seeds', type=int, nargs='+', default=[0],
+                        help='student seeds (the teacher: its config\'s)')
     parser.add_argument('--teacher-checkpoint', help='a trained teacher (skips training the teacher)')
     parser.add_argument('--kd-cfg-options', nargs='+', default=[], help='extra key=value for the KD run')
     parser.add_argument('--teacher-iters', type=int, help='override the teacher\'s iterations')
@@ -65,12 +67,13 @@ def parse_args() -> argparse.Namespace:
 
 def iteration_options(config: str, iters: Optional[int]) -> List[str]:
     """--cfg-options shortening an iteration-based config to ``iters`` (validation and a checkpoint
-    at the end, schedulers ending there)."""
+    at the end, schedulers ending there, at least one logged iteration)."""
     if iters is None:
         return []
     cfg = Config.fromfile(osp.join(REPO, config))
+    log_interval = min(cfg.default_hooks.logger.get('interval', 10), iters)
     options = [f'train_cfg.max_iters={iters}', f'train_cfg.val_interval={iters}',
-               f'default_hooks.checkpoint.interval={iters}']
+               f'default_hooks.checkpoint.interval={iters}', f'default_hooks.logger.interval={log_interval}']
     for i, scheduler in enumerate(cfg.get('param_scheduler') or []):
         if scheduler.get('end', 0) > iters:
             options.append(f'param_scheduler.{i}.end={iters}')
@@ -88,7 +91,8 @@ def run(command: Sequence[str], log_file: str) -> float:
     if process.returncode != 0:
         with open(log_file) as log:
             tail = ''.join(log.readlines()[-30:])
-        raise SystemExit(f'error: {command[0]} failed (exit {process.returncode}); end of {log_file}:\n{tail}')
+        raise SystemExit(
+            f'error: {command[0]} failed (exit {process.returncode}); end of {log_file}:\n{tail}')
     return usage.ru_maxrss / 1024  # Linux: KiB
 
 
@@ -122,19 +126,24 @@ def evaluate(config: str, checkpoint: str, work_dir: str, options: Sequence[str]
     result = newest(osp.join(test_dir, '*', '*.json'))
     with open(result) as f:
         metrics = json.load(f)
-    return {key: float(metrics[key]) for key in METRICS}
+    if not all(key in metrics for key in METRICS):  # CocoMetric reports nothing without detections
+        print('  no detections: mAP 0', flush=True)
+    return {key: float(metrics.get(key, 0.)) for key in METRICS}
 
 
 def step_time(rows: List[dict]) -> float:
     """Median logged iteration time, without the first logged window (start-up) when there are more."""
     times = [row['time'] for row in rows if 'time' in row]
+    if not times:
+        raise SystemExit('error: the training logged no iteration time (LoggerHook interval > iterations?)')
     return statistics.median(times[1:] if len(times) > 1 else times)
 
 
 def train_and_evaluate(name: str, seed: Optional[int], config: str, work_dir: str, options: List[str]) -> Run:
     print(f'[{name}, seed {seed}] {config}', flush=True)
     trained = train(config, work_dir, options)
-    metrics = evaluate(config, trained['checkpoint'], work_dir, [o for o in options if o.startswith('model.')])
+    model_options = [o for o in options if o.startswith('model.')]  # e.g. the teacher checkpoint
+    metrics = evaluate(config, trained['checkpoint'], work_dir, model_options)
     gpu = [row['memory'] for row in trained['rows'] if 'memory' in row]
     result = Run(name, seed, metrics[METRICS[0]], metrics[METRICS[1]], trained['checkpoint'],
                  step_time(trained['rows']), trained['peak_rss'], max(gpu) if gpu else None)

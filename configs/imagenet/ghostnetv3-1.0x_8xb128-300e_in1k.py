@@ -8,20 +8,18 @@
 # Its backbone feeds the detection configs: model.backbone.init_cfg=dict(type='Pretrained',
 # checkpoint=<this run's checkpoint>, prefix='backbone.') (prefix='student.backbone.' after KD).
 _base_ = ['mmpretrain::_base_/datasets/imagenet_bs32.py', 'mmpretrain::_base_/default_runtime.py']
-from ghostdet.models.backbones.ghostnetv3 import GhostNetV3 as _GhostNetV3  # noqa: E402
 
 custom_imports = dict(imports=['ghostdet', 'ghostdet.models.classifiers'], allow_failed_imports=False)
 
-widen_factor = 1.0
 model = dict(
     type='ImageClassifier',
-    backbone=dict(type='GhostNetV3', widen_factor=widen_factor, out_indices=(5, ), frozen_stages=-1,
+    backbone=dict(type='GhostNetV3', widen_factor=1.0, out_indices=(5, ), frozen_stages=-1,
                   norm_eval=False),
     neck=None,
     head=dict(
         type='GhostNetV3ClsHead',
         num_classes=1000,
-        in_channels=_GhostNetV3.out_channels_for(widen_factor, (5, ))[0],
+        in_channels=960,  # GhostNetV3.out_channels_for(1.0, (5, ))
         loss=dict(type='LabelSmoothLoss', label_smooth_val=0.1, mode='original'),
         topk=(1, 5)))
 

@@ -2,11 +2,10 @@
 # 64-channel FPN/head, 150 iterations of batch 8 (3 epochs) from scratch. Its distilled twin
 # (kd_retinanet_ghostnetv3-0.5x_shapes.py) inherits everything here: same schedule, data and seed.
 _base_ = '../../demo/retinanet_ghostnetv3-lite_shapes.py'
-from ghostdet.models.backbones.ghostnetv3 import GhostNetV3 as _GhostNetV3  # noqa: E402
 
 model = dict(
     backbone=dict(widen_factor=0.5),
-    neck=dict(in_channels=_GhostNetV3.out_channels_for(0.5)))
+    neck=dict(in_channels=[12, 20, 56, 80]))  # GhostNetV3.out_channels_for(0.5)
 
 max_iters = 150
 train_cfg = dict(max_iters=max_iters, val_interval=50)

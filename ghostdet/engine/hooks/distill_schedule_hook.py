@@ -15,8 +15,9 @@ class DistillScheduleHook(Hook):
 
     The factor warms up linearly over ``warmup`` (from ``1/warmup`` to 1: a fresh student's features
     are far from the teacher's, and adapters start random), then stays 1 or decays (``'linear'`` or
-    ``'cosine'``) to ``min_factor`` at ``stop`` (or the end of training), and is 0 from ``stop`` on,
-    when the teacher is not run at all, so the last steps refine the student on its own losses
+    ``'cosine'``) to ``min_factor`` at the last iteration before ``stop`` (or of training), and is 0
+    from ``stop`` on, when the teacher is not run at all: the last steps refine the student on its own
+    losses
     (mmyolo's ``StopDistillHook(stop_epoch=280)`` is ``DistillScheduleHook(stop=280, by_epoch=True)``).
 
     The factor depends on the iteration only, so a resumed run continues it. It is logged as
@@ -57,7 +58,7 @@ class DistillScheduleHook(Hook):
             return 0.
         factor = min(1., (iteration + 1) / warmup) if warmup else 1.
         if self.decay is not None and iteration >= warmup:
-            progress = min(1., (iteration - warmup) / max(1, end - warmup))
+            progress = min(1., (iteration - warmup) / max(1, end - 1 - warmup))  # last iteration: 1
             shape = 1 - progress if self.decay == 'linear' else (1 + math.cos(math.pi * progress)) / 2
             factor *= self.min_factor + (1 - self.min_factor) * shape
         return factor
@@ -66,7 +67,7 @@ class DistillScheduleHook(Hook):
     def _distiller(runner) -> DistillerBase:
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
         if not isinstance(model, DistillerBase):
-            raise TypeError(f'DistillScheduleHook needs a distiller as the model (e.g. SingleStageDistiller), '
+            raise TypeError('DistillScheduleHook needs a distiller as the model (e.g. SingleStageDistiller), '
                             f'got {type(model).__name__}')
         return model
 

@@ -30,7 +30,7 @@ class SoftTargetCELoss(nn.Module):
     def forward(self, student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
         if student_logits.shape != teacher_logits.shape:
             raise ValueError(f'SoftTargetCELoss: student logits {tuple(student_logits.shape)} and teacher '
-                             f'logits {tuple(teacher_logits.shape)} differ: both must predict the same classes')
+                             f'logits {tuple(teacher_logits.shape)}: both must predict the same classes')
         t = self.temperature
         target = F.softmax(teacher_logits.float() / t, dim=1)
         loss = -(target * F.log_softmax(student_logits.float() / t, dim=1)).sum(1).mean()

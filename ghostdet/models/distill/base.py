@@ -66,11 +66,12 @@ class DistillerBase(BaseModel):
     def _with_preprocessor(student: dict, data_preprocessor: Optional[dict]) -> dict:
         """A ``data_preprocessor`` given to the distiller (mmpretrain configs have it at top level, the
         Runner passes it on) is the student's, as in ``ghostdet.reparam.deploy_source_config``."""
-        if data_preprocessor is None:
+        own = student.get('data_preprocessor')
+        if data_preprocessor is None or own == data_preprocessor:
             return student
-        if student.get('data_preprocessor') is not None:
-            raise ValueError('Give data_preprocessor once, in model.student (the distiller uses the '
-                             "student's); it is also in the distiller's config")
+        if own is not None:
+            raise ValueError('The distiller got a data_preprocessor (a top-level data_preprocessor in the '
+                             'config, say) that differs from model.student.data_preprocessor; give one')
         return dict(copy.deepcopy(student), data_preprocessor=data_preprocessor)
 
     def _build_losses(self, configs: Dict[str, Optional[dict]]) -> nn.ModuleDict:

@@ -64,7 +64,8 @@ def match_levels(student: DenseHeadLayout, teacher: DenseHeadLayout,
         if missing:
             common = tuple(s for s in student.strides if s in teacher.strides)
             raise LayoutMismatchError(
-                f'FPN levels do not match: the {side} has no level with stride {missing}.\n'
+                f'FPN levels do not match: the {side} has no level with stride '
+                f'{", ".join(map(str, missing))}.\n'
                 f'  student {student.describe()}\n  teacher {teacher.describe()}\n'
                 f'Distil the common levels only, e.g. strides={common}.')
     return tuple((student.strides.index(s), teacher.strides.index(s)) for s in wanted)

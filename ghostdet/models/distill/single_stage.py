@@ -57,7 +57,8 @@ class SingleStageDistiller(DistillerBase):
 
     def teacher_outputs(self, inputs: Tensor, needed: set) -> Outputs:
         feats = self.teacher.extract_feat(inputs)
-        return dict(feats=feats, cls_scores=self.teacher.bbox_head(feats)[0] if 'cls_scores' in needed else None)
+        cls_scores = self.teacher.bbox_head(feats)[0] if 'cls_scores' in needed else None
+        return dict(feats=feats, cls_scores=cls_scores)
 
     def extract_feat(self, inputs: Tensor) -> Any:
         return self.student.extract_feat(inputs)

@@ -79,25 +79,28 @@ def check_teacher_checkpoint(checkpoint: Optional[str]) -> None:
 
 def build_teacher(teacher_config: TeacherConfig, teacher_checkpoint: str, registry: Registry) -> nn.Module:
     """Build the teacher, load its checkpoint strictly, freeze it (eval, no grad) and fuse its
-    re-parameterizable blocks (it is never trained again: same outputs, less compute)."""
+    re-parameterizable blocks (it is never trained again: same outputs, less compute).
+
+    Building and fusing draw random initial weights: the global random state is restored afterwards,
+    so the student starts and trains as in a run without distillation with the same seed.
+    """
     check_teacher_checkpoint(teacher_checkpoint)
     model_cfg, name = teacher_model_config(teacher_config)
-    try:
-        # Building draws initial weights: keep the student's initialisation and the training's random
-        # stream the same as in a run without distillation.
-        with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]):
+        try:
             teacher = registry.build(model_cfg)
-    except Exception as err:
-        raise TeacherError(f'The teacher model of {name} does not build: {type(err).__name__}: {err}') from err
-    try:
-        checkpoint = _load_checkpoint(teacher_checkpoint, map_location='cpu')
-    except Exception as err:
-        raise TeacherError(f'teacher_checkpoint {teacher_checkpoint} cannot be loaded: '
-                           f'{type(err).__name__}: {err}') from err
-    load_weights(teacher, checkpoint_weights(checkpoint), f'teacher_checkpoint {teacher_checkpoint}')
-    teacher.eval()  # not chained: some mmdet backbones' train() returns None
-    teacher.requires_grad_(False)
-    num_fused = fuse_model(teacher)
+        except Exception as err:
+            raise TeacherError(
+                f'The teacher model of {name} does not build: {type(err).__name__}: {err}') from err
+        try:
+            checkpoint = _load_checkpoint(teacher_checkpoint, map_location='cpu')
+        except Exception as err:
+            raise TeacherError(f'teacher_checkpoint {teacher_checkpoint} cannot be loaded: '
+                               f'{type(err).__name__}: {err}') from err
+        load_weights(teacher, checkpoint_weights(checkpoint), f'teacher_checkpoint {teacher_checkpoint}')
+        teacher.eval()  # not chained: some mmdet backbones' train() returns None
+        teacher.requires_grad_(False)
+        num_fused = fuse_model(teacher)
     print_log(f'Teacher {type(teacher).__name__} from {name}, weights {teacher_checkpoint}'
               f'{f", {num_fused} re-parameterizable blocks fused" if num_fused else ""}', logger='current')
     return teacher
