@@ -8,7 +8,10 @@ model = dict(
     data_preprocessor=_base_.ghostnetv3_preprocessor,
     backbone=dict(_base_.ghostnetv3_backbone, init_cfg=None),  # from scratch: no ImageNet weights
     neck=dict(in_channels=[24, 40, 112, 160], out_channels=64),
-    bbox_head=dict(num_classes=3, in_channels=64, feat_channels=64, stacked_convs=2))
+    # Shapes are 16-110 px: anchors from 16 px at stride 8 (COCO's start at 32 px) so that small
+    # objects get positive anchors at IoU 0.5.
+    bbox_head=dict(num_classes=3, in_channels=64, feat_channels=64, stacked_convs=2,
+                   anchor_generator=dict(octave_base_scale=2)))
 
 max_iters = 400
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=100)
