@@ -95,9 +95,15 @@ def read_scalars(work_dir: str) -> List[dict]:
 
 
 def plot_curves(records: List[dict], path: str) -> None:
-    """Training loss and validation mAP / mAP50 against the iteration."""
-    train = [r for r in records if 'loss' in r]
-    val = [r for r in records if 'coco/bbox_mAP' in r]
+    """Training loss and validation mAP / mAP50 against the iteration (validation records carry the
+    epoch as their step, so they take the iteration of the training record before them)."""
+    train, val, last_iter = [], [], 0
+    for record in records:
+        if 'loss' in record:
+            train.append(record)
+            last_iter = record['step']
+        elif 'coco/bbox_mAP' in record:
+            val.append(dict(record, step=last_iter))
     fig, (ax_loss, ax_map) = plt.subplots(1, 2, figsize=(10, 3.5))
     for key in ('loss', 'loss_cls', 'loss_bbox'):
         ax_loss.plot([r['step'] for r in train], [r.get(key) for r in train], label=key)
