@@ -56,10 +56,13 @@ class _Records(logging.Handler):
 @pytest.fixture
 def warnings_logged():
     logger = MMLogger.get_current_instance()
+    level = logger.level
+    logger.setLevel(logging.INFO)  # an earlier test's Runner may have left a quieter level behind
     handler = _Records()
     logger.addHandler(handler)
     yield handler.messages
     logger.removeHandler(handler)
+    logger.setLevel(level)
 
 
 def test_good_dataset_builds_from_the_registry(tmp_path, warnings_logged):
