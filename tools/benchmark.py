@@ -32,15 +32,13 @@ import numpy as np
 import torch
 import torch.nn as nn
 from mmengine.analysis import get_model_complexity_info
-from mmengine.config import Config
-from mmengine.hub import get_config
 from mmengine.logging import MMLogger
 from mmengine.registry import init_default_scope
 
 from mmdet.registry import MODELS
 
 import ghostdet  # noqa: F401  registers GhostNetV3
-from ghostdet.apis import fail
+from ghostdet.apis import fail, read_config
 from ghostdet.models import GhostNetV3
 from ghostdet.reparam import deploy_source_config, fuse_model
 
@@ -184,12 +182,7 @@ def backbone_subjects(names: Sequence[str], roles: Sequence[str]) -> List[Subjec
 
 def config_subject(path: str) -> Subject:
     """A detector from a config file (``mmdet::`` paths too); a distiller gives its student."""
-    if '::' in path:
-        cfg = get_config(path)
-    elif osp.isfile(path):
-        cfg = Config.fromfile(path)
-    else:
-        fail(f'config file {path} does not exist')
+    cfg = read_config(path)
     model_cfg = deploy_source_config(cfg)
     init_default_scope(cfg.get('default_scope', 'mmdet'))
     name = osp.splitext(osp.basename(path))[0]

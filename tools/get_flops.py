@@ -6,15 +6,14 @@ Counts come from MMEngine's FlopAnalyzer (one multiply-accumulate = one "flop", 
 get_flops and the GhostNetV3 paper report), for one image of ``--shape`` without NMS.
 """
 import argparse
-import os.path as osp
 from contextlib import nullcontext
 from typing import List
 
-from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
 import ghostdet  # noqa: F401
 from ghostdet.analysis import complexity_by_part
+from ghostdet.apis import read_config
 from ghostdet.reparam import branch_by_branch, build_cpu_model, fuse_model
 
 
@@ -25,16 +24,8 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def config_file(path: str) -> str:
-    """``mmdet::retinanet/x.py`` -> the file shipped inside the installed mmdet (as ``_base_`` does)."""
-    if not path.startswith('mmdet::'):
-        return path
-    import mmdet
-    return osp.join(osp.dirname(mmdet.__file__), '.mim', 'configs', path[len('mmdet::'):])
-
-
 def rows_for(path: str, shape) -> List[List[str]]:
-    cfg = Config.fromfile(config_file(path))
+    cfg = read_config(path)
     init_default_scope(cfg.get('default_scope', 'mmdet'))
     model = build_cpu_model(cfg.model)
     rows = []

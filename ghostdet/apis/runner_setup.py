@@ -14,6 +14,7 @@ from typing import NoReturn
 import torch
 import torch.distributed as torch_dist
 from mmengine.config import Config, DictAction
+from mmengine.hub import get_config
 from mmengine.registry import MODEL_WRAPPERS
 from mmengine.runner import Runner
 from torch.nn.parallel import DistributedDataParallel
@@ -68,6 +69,15 @@ def load_config(args: argparse.Namespace) -> Config:
     elif cfg.get('work_dir', None) is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
     return cfg
+
+
+def read_config(path: str) -> Config:
+    """A config file, or a package's config (``mmdet::retinanet/x.py``) as ``_base_`` resolves it."""
+    if '::' in path:
+        return get_config(path)
+    if not osp.isfile(path):
+        fail(f'config file {path} does not exist')
+    return Config.fromfile(path)
 
 
 def require_checkpoint(path: str, what: str = 'checkpoint') -> None:
