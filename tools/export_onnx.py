@@ -25,13 +25,12 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.onnx.operators
-from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from mmengine.runner.checkpoint import _load_checkpoint
 from torch import Tensor
 from torchvision.ops import batched_nms
 
-from ghostdet.apis import fail, require_checkpoint
+from ghostdet.apis import fail, read_config, require_checkpoint
 from ghostdet.reparam import (HEAD_OUTPUT_NAMES, build_cpu_model, checkpoint_weights,
                               deploy_source_config, fuse_model, is_deploy_checkpoint,
                               load_weights, source_weights, to_deploy_config, weights_mismatch)
@@ -250,10 +249,8 @@ def load_fused_model(config_path: str, checkpoint_path: str) -> nn.Module:
     training config is fused here in memory (and says so); a training checkpoint with a deploy
     config cannot be loaded and is refused.
     """
-    if not osp.isfile(config_path):
-        fail(f'config file {config_path} does not exist')
     require_checkpoint(checkpoint_path, 'CHECKPOINT')
-    cfg = Config.fromfile(config_path)
+    cfg = read_config(config_path)
     init_default_scope(cfg.get('default_scope', 'mmdet'))
     try:
         checkpoint = _load_checkpoint(checkpoint_path, map_location='cpu')

@@ -14,11 +14,10 @@ import os.path as osp
 import sys
 from typing import List, Optional
 
-from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from mmengine.runner.checkpoint import _load_checkpoint
 
-from ghostdet.apis import fail, require_checkpoint
+from ghostdet.apis import fail, read_config, require_checkpoint
 from ghostdet.reparam import (DEPLOY_CONFIG_NAME, OutputDiff, WeightsMismatchError, build_cpu_model,
                               checkpoint_weights, compare_outputs, count_reparam_leaves,
                               deploy_checkpoint_path, deploy_source_config, fuse_weights,
@@ -64,9 +63,7 @@ def _print_diffs(diffs: List[OutputDiff]) -> float:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
-    if not osp.isfile(args.config):
-        fail(f'config file {args.config} does not exist')
-    cfg = Config.fromfile(args.config)
+    cfg = read_config(args.config)
     init_default_scope(cfg.get('default_scope', 'mmdet'))
     checkpoint = _load(args.checkpoint)
 

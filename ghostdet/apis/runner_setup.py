@@ -57,10 +57,8 @@ def parse_runner_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
 
 def load_config(args: argparse.Namespace) -> Config:
     """Read the config and apply ``--launcher``, ``--cfg-options`` and ``--work-dir``."""
-    if not osp.isfile(args.config):
-        fail(f'config file {args.config} does not exist')
     setup_cache_size_limit_of_dynamo()
-    cfg = Config.fromfile(args.config)
+    cfg = read_config(args.config)
     cfg.launcher = args.launcher
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
