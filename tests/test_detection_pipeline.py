@@ -95,3 +95,22 @@ def test_resume_without_checkpoint_says_so(tmp_path):
                              str(tmp_path), '--resume'], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode != 0
     assert 'no checkpoint to resume from' in result.stderr + result.stdout
+
+
+@pytest.mark.slow
+def test_kd_experiment_trains_teacher_and_students_then_reuses_the_teacher(tmp_path):
+    """tools/kd_experiment.py end to end with 2-iteration runs (on data/shapes, its documented data):
+    first training the teacher, then reusing that checkpoint with --teacher-checkpoint."""
+    first, second = tmp_path / 'first', tmp_path / 'second'
+    run([sys.executable, 'tools/kd_experiment.py', '--work-dir', str(first), '--teacher-iters', '2',
+         '--student-iters', '2'])
+    runs = json.loads((first / 'summary.json').read_text())['runs']
+    assert [r['name'] for r in runs] == ['teacher', 'student', 'student+KD']
+    assert all(r['step_time'] > 0 for r in runs)
+    teacher = runs[0]['checkpoint']
+    run([sys.executable, 'tools/kd_experiment.py', '--work-dir', str(second), '--teacher-checkpoint', teacher,
+         '--student-iters', '2'])
+    summary = json.loads((second / 'summary.json').read_text())
+    assert summary['runs'][0]['checkpoint'] == teacher and summary['runs'][0]['step_time'] is None
+    assert summary['runs'][0]['mAP'] == runs[0]['mAP']  # the same teacher, evaluated again
+    assert 'KD step time' in (second / 'summary.md').read_text()

@@ -147,6 +147,31 @@ def test_eval_forward_fuses_on_the_fly_exactly(kwargs):
         assert max_rel_diff(block.act(block.forward_branches(x)), block(x)) < 1e-5
 
 
+@pytest.mark.parametrize('in_channels,out_channels,channels_last', [(8, 12, True), (12, 12, True),
+                                                                      (12, 12, False), (80, 8, True)])
+def test_train_mode_pointwise_block_matches_branches(in_channels, out_channels, channels_last):
+    """The one-matmul train path of 1×1 blocks (batch statistics from the input covariance) gives the
+    branches' outputs, gradients and running statistics."""
+    fast = randomize_bn(RepConvBN(in_channels, out_channels, 1, with_act=True)).train()
+    reference = RepConvBN(in_channels, out_channels, 1, with_act=True).train()
+    reference.load_state_dict(fast.state_dict())
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = (torch.randn(3, in_channels, 9, 14).relu() + 0.3).contiguous(memory_format=fmt)
+    fast_path = fast._pointwise_statistics_pay(x, fast._norms())
+    assert fast_path == (in_channels < 8 * out_channels)
+    inputs = [x.clone().requires_grad_(True) for _ in range(2)]
+    outs = [fast(inputs[0]), reference.act(reference.forward_branches(inputs[1]))]
+    assert max_rel_diff(outs[1], outs[0]) < 1e-5
+    grad = torch.randn_like(outs[0])
+    for out in outs:
+        out.backward(grad)
+    assert max_rel_diff(inputs[1].grad, inputs[0].grad) < 1e-4
+    for (name, a), b in zip(fast.named_parameters(), reference.parameters()):
+        assert max_rel_diff(b.grad, a.grad) < 1e-4, name
+    for (name, a), b in zip(fast.named_buffers(), reference.buffers()):
+        assert max_rel_diff(b.float(), a.float()) < 1e-5, name
+
+
 def test_norm_eval_training_gradients_match_branches():
     block = randomize_bn(RepConvBN(8, 8, 3, groups=8)).eval()
     x = torch.randn(2, 8, 9, 9)

@@ -83,6 +83,7 @@ def iteration_options(config: str, iters: Optional[int]) -> List[str]:
 def run(command: Sequence[str], log_file: str) -> float:
     """Run a tool of this repo, its output to ``log_file``; return its peak RSS in MiB."""
     print(f'  $ {" ".join(command)}', flush=True)
+    os.makedirs(osp.dirname(log_file), exist_ok=True)
     with open(log_file, 'w') as log:
         process = subprocess.Popen([sys.executable, *command], cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
                                    env=dict(os.environ, PYTHONUNBUFFERED='1'))
@@ -103,7 +104,6 @@ def newest(pattern: str) -> str:
 
 def train(config: str, work_dir: str, options: Sequence[str]) -> Dict[str, object]:
     """Train; return the final checkpoint, peak RSS and the logged training scalars."""
-    os.makedirs(work_dir, exist_ok=True)
     command = ['tools/train.py', config, '--work-dir', work_dir]
     if options:
         command += ['--cfg-options', *options]

