@@ -14,11 +14,14 @@ from mmengine.model import BaseModule
 from torch import Tensor
 
 
-def fuse_conv_bn(weight: Tensor, bn: nn.BatchNorm2d) -> Tuple[Tensor, Tensor]:
-    """Fold eval-mode BN statistics into a bias-free conv kernel: returns (kernel, bias)."""
-    std = (bn.running_var + bn.eps).sqrt()
-    scale = bn.weight / std
-    return weight * scale.reshape(-1, 1, 1, 1), bn.bias - bn.running_mean * scale
+def fuse_conv_bn(weight: Tensor, bn: nn.BatchNorm2d, mean: Optional[Tensor] = None,
+                 var: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+    """Fold BN into a bias-free conv kernel: returns (kernel, bias). BN's running statistics (eval
+    mode) unless ``mean``/``var`` of the conv's output are given (batch statistics in train mode)."""
+    mean = bn.running_mean if mean is None else mean
+    var = bn.running_var if var is None else var
+    scale = bn.weight / (var + bn.eps).sqrt()
+    return weight * scale.reshape(-1, 1, 1, 1), bn.bias - mean * scale
 
 
 class ConvBN(nn.Sequential):
@@ -128,15 +131,14 @@ class RepConvBN(BaseModule):
             variances.append(cov.diagonal())
         kernel, bias = 0, 0
         for w, bn, mu, var in zip(weights, norms, means, variances):
-            scale = bn.weight * torch.rsqrt(var + bn.eps)
-            kernel = kernel + scale[:, None] * w
-            bias = bias + bn.bias - mu * scale
+            k, b = fuse_conv_bn(w[..., None, None], bn, mu, var)
+            kernel, bias = kernel + k, bias + b
         with torch.no_grad():
             for bn, mu, var in zip(norms, means, variances):
                 bn.running_mean.lerp_(mu, bn.momentum)
                 bn.running_var.lerp_(var * (count / (count - 1)), bn.momentum)
                 bn.num_batches_tracked.add_(1)
-        out = torch.addmm(bias, pixels, kernel.t())
+        out = torch.addmm(bias, pixels, kernel.reshape(self.out_channels, channels).t())
         return out.view(batch, height, width, self.out_channels).permute(0, 3, 1, 2)
 
     def _conv(self, x: Tensor, kernel: Tensor, bias: Optional[Tensor] = None) -> Tensor:
