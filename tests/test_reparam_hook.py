@@ -50,8 +50,7 @@ def fcos_run(data_root, tmp_path_factory) -> Runner:
 @pytest.fixture(scope='module')
 def ema_run(data_root, tmp_path_factory) -> Runner:
     """EMA that clearly differs from the raw weights; only the last checkpoint is kept."""
-    cfg = detector_config('retinanet', data_root, str(tmp_path_factory.mktemp('ema')), max_epochs=2,
-                          batch_size=4)
+    cfg = detector_config('retinanet', data_root, str(tmp_path_factory.mktemp('ema')), max_epochs=2)
     cfg.custom_hooks.insert(0, dict(type='EMAHook', momentum=0.5, update_buffers=True, priority=49))
     cfg.default_hooks.checkpoint.max_keep_ckpts = 1
     return train(cfg)
