@@ -1,5 +1,5 @@
 # The CPU demo: RetinaNet-GhostNetV3-1.0x with a slim 64-channel FPN/head, trained from scratch on the
-# synthetic shapes dataset (256x256) for 300 iterations of batch 8 (about 10 minutes on 2 cores).
+# synthetic shapes dataset (256x256) for 300 iterations of batch 8 (about 12 minutes on 2 cores).
 _base_ = [
     'mmdet::_base_/models/retinanet_r50_fpn.py', 'mmdet::_base_/default_runtime.py',
     '../_base_/datasets/shapes_detection.py', '../_base_/ghostnetv3_detection.py'
