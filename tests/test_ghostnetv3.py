@@ -127,6 +127,18 @@ def test_norm_eval_false_updates_bn_statistics():
     assert not torch.equal(before, model.stem[1].running_mean)
 
 
+def test_zero_init_residual_starts_every_bottleneck_as_its_shortcut():
+    model = GhostNetV3(zero_init_residual=True)
+    model.init_weights()
+    model.train()
+    x = torch.randn(2, 16, 32, 32).contiguous(memory_format=torch.channels_last)
+    identity_block, downsampling_block = model.stages[0][0], model.stages[1][0]
+    assert torch.equal(identity_block(x), x)
+    assert torch.equal(downsampling_block(x), downsampling_block.shortcut(x))
+    sum(o.sum() for o in model(torch.randn(2, 3, 64, 64))).backward()
+    assert identity_block.ghost2.primary.branches[0].bn.weight.grad.abs().sum() > 0  # it still learns
+
+
 def test_gradient_checkpointing_matches():
     plain = GhostNetV3().train()
     checkpointed = GhostNetV3(with_cp=True).train()

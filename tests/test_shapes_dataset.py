@@ -44,12 +44,12 @@ def test_valid_coco_with_boxes_inside_images(tmp_path):
                 assert im.size == (img['width'], img['height']) == (96, 96)
                 assert im.mode == 'RGB'
             anns = coco.loadAnns(coco.getAnnIds(imgIds=[img['id']]))
-            assert 1 <= len(anns) <= 10
+            assert 1 <= len(anns) <= 14  # 6..14 asked; a crowded image may place fewer
             for ann in anns:
                 x, y, w, h = ann['bbox']
                 assert 0 <= x and 0 <= y and x + w <= 96 and y + h <= 96
-                # 20..100 px at 256 px, scaled to 96 px (tilted polygons may be a little narrower).
-                assert max(w, h) >= 20 * 96 / 256 - 0.01 and max(w, h) <= 100 * 96 / 256 + 0.01
+                # 20..80 px at 256 px, scaled to 96 px (tilted polygons may be a little narrower).
+                assert max(w, h) >= 20 * 96 / 256 - 0.01 and max(w, h) <= 80 * 96 / 256 + 0.01
                 assert 0 < ann['area'] <= w * h + 0.01 and ann['iscrowd'] == 0
 
 

@@ -1,5 +1,6 @@
 # The CPU demo: RetinaNet-GhostNetV3-1.0x with a slim 64-channel FPN/head, trained from scratch on the
-# synthetic shapes dataset (256x256) for 300 iterations of batch 8 (about 12 minutes on 2 cores).
+# synthetic shapes dataset (256x256) for 300 iterations of batch 8 (about 11 minutes on 2 cores; 0.68 bbox
+# mAP / 0.84 mAP50 on the val split).
 _base_ = [
     'mmdet::_base_/models/retinanet_r50_fpn.py', 'mmdet::_base_/default_runtime.py',
     '../_base_/datasets/shapes_detection.py', '../_base_/ghostnetv3_detection.py'
@@ -9,9 +10,11 @@ _base_ = [
 group_norm = dict(type='GN', num_groups=16, requires_grad=True)
 model = dict(
     data_preprocessor=_base_.ghostnetv3_preprocessor,
-    backbone=dict(_base_.ghostnetv3_backbone, init_cfg=None),  # from scratch: no ImageNet weights
+    # From scratch (no ImageNet weights); every bottleneck starts as its shortcut, as mmdet's ResNet does:
+    # at lr 2e-3, mAP50 after 100 iterations 0.16 -> 0.34.
+    backbone=dict(_base_.ghostnetv3_backbone, init_cfg=None, zero_init_residual=True),
     neck=dict(in_channels=[24, 40, 112, 160], out_channels=64, norm_cfg=group_norm),
-    # Shapes are 20-100 px: anchors from 16 px at stride 8 (COCO's start at 32 px) so that small
+    # Shapes are 20-80 px: anchors from 16 px at stride 8 (COCO's start at 32 px) so that small
     # objects get positive anchors at IoU 0.5.
     bbox_head=dict(num_classes=3, in_channels=64, feat_channels=64, stacked_convs=2, norm_cfg=group_norm,
                    anchor_generator=dict(octave_base_scale=2)))
@@ -20,15 +23,17 @@ max_iters = 300
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=100)
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
-# AdamW trains a from-scratch compact detector faster than SGD on a short CPU budget.
+# AdamW trains a from-scratch compact detector faster than SGD on a short CPU budget; with the zero-init
+# bottlenecks it takes a high rate (mAP50 at 300 iterations: lr 2e-3 0.62, 4e-3 0.73, 8e-3 0.84). The fused
+# kernel updates every tensor in one call (the per-tensor loop cost ~0.1 s per iteration on 2 cores).
 optim_wrapper = dict(
     type='OptimWrapper',
-    optimizer=dict(type='AdamW', lr=2e-3, weight_decay=0.05),
+    optimizer=dict(type='AdamW', lr=8e-3, weight_decay=0.05, fused=True),
     paramwise_cfg=dict(norm_decay_mult=0., bias_decay_mult=0.),
     clip_grad=dict(max_norm=35, norm_type=2))
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=30),
-    dict(type='CosineAnnealingLR', by_epoch=False, begin=0, end=max_iters, eta_min=2e-5)
+    dict(type='CosineAnnealingLR', by_epoch=False, begin=0, end=max_iters, eta_min=8e-5)
 ]
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=10),

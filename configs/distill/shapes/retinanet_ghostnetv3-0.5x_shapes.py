@@ -11,6 +11,6 @@ max_iters = 150
 train_cfg = dict(max_iters=max_iters, val_interval=50)
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=30),
-    dict(type='CosineAnnealingLR', by_epoch=False, begin=0, end=max_iters, eta_min=2e-5)
+    dict(type='CosineAnnealingLR', by_epoch=False, begin=0, end=max_iters, eta_min=8e-5)
 ]
 default_hooks = dict(checkpoint=dict(interval=50))

@@ -150,6 +150,9 @@ class GhostNetV3(BaseModule):
         num_branches: parallel k×k conv-BN branches per re-parameterizable conv (GhostNetV3: 3).
         deploy: build the fused single-branch form (load fused checkpoints into this).
         with_cp: gradient checkpointing per bottleneck (less memory, slower).
+        zero_init_residual: start every bottleneck's last ghost module at zero (BN scales 0), so that each
+            bottleneck begins as its shortcut, as mmdet's ResNet does; speeds up training from scratch
+            and has no effect when pretrained weights are loaded.
         channels_last: keep weights and activations in NHWC memory format; same numbers, faster on CPU
             for the depthwise-heavy blocks (and what the outputs hand to the neck).
         init_cfg: MMEngine init config, e.g. ``dict(type='Pretrained', checkpoint='ghostnetv3_100.pth')``.
@@ -158,6 +161,7 @@ class GhostNetV3(BaseModule):
     def __init__(self, widen_factor: float = 1.0, out_indices: Sequence[int] = (1, 2, 3, 4),
                  frozen_stages: int = -1, norm_eval: bool = False, num_branches: int = 3,
                  deploy: bool = False, with_cp: bool = False, channels_last: bool = True,
+                 zero_init_residual: bool = False,
                  init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
         if init_cfg is None:
             init_cfg = [dict(type='Kaiming', layer='Conv2d'),
@@ -172,6 +176,7 @@ class GhostNetV3(BaseModule):
         self.norm_eval = norm_eval
         self.deploy = deploy
         self.channels_last = channels_last
+        self.zero_init_residual = zero_init_residual
         self.out_channels = self.out_channels_for(widen_factor, self.out_indices)
 
         stem_channels = make_divisible(STEM_CHANNELS * widen_factor)
@@ -241,9 +246,19 @@ class GhostNetV3(BaseModule):
         init_cfg = self.init_cfg
         if not (isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained'):
             super().init_weights()
+            if self.zero_init_residual:
+                self._zero_init_last_ghost_modules()
             return
         self.load_pretrained(init_cfg['checkpoint'], init_cfg.get('prefix'))
         self._is_init = True
+
+    @torch.no_grad()
+    def _zero_init_last_ghost_modules(self) -> None:
+        for block in self.modules():
+            if isinstance(block, GhostBottleneckV3):
+                for module in block.ghost2.modules():
+                    if isinstance(module, _BatchNorm):
+                        module.weight.zero_()
 
     def load_pretrained(self, checkpoint: str, prefix: Optional[str] = None) -> None:
         """Load backbone weights strictly from a file of any supported layout."""
