@@ -150,11 +150,11 @@ class GhostNetV3(BaseModule):
         num_branches: parallel k×k conv-BN branches per re-parameterizable conv (GhostNetV3: 3).
         deploy: build the fused single-branch form (load fused checkpoints into this).
         with_cp: gradient checkpointing per bottleneck (less memory, slower).
+        channels_last: keep weights and activations in NHWC memory format; same numbers, faster on CPU
+            for the depthwise-heavy blocks (and what the outputs hand to the neck).
         zero_init_residual: start every bottleneck's last ghost module at zero (BN scales 0), so that each
             bottleneck begins as its shortcut, as mmdet's ResNet does; speeds up training from scratch
             and has no effect when pretrained weights are loaded.
-        channels_last: keep weights and activations in NHWC memory format; same numbers, faster on CPU
-            for the depthwise-heavy blocks (and what the outputs hand to the neck).
         init_cfg: MMEngine init config, e.g. ``dict(type='Pretrained', checkpoint='ghostnetv3_100.pth')``.
     """
 
