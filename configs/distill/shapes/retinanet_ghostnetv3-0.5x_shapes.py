@@ -9,8 +9,6 @@ model = dict(
 
 max_iters = 150
 train_cfg = dict(max_iters=max_iters, val_interval=50)
-param_scheduler = [
-    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=30),
-    dict(type='CosineAnnealingLR', by_epoch=False, begin=0, end=max_iters, eta_min=8e-5)
-]
+# The demo's warm-up and cosine decay, the decay ending at this schedule's last iteration.
+param_scheduler = [_base_.param_scheduler[0], dict(_base_.param_scheduler[1], end=max_iters)]
 default_hooks = dict(checkpoint=dict(interval=50))
