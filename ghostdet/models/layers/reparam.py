@@ -5,13 +5,15 @@ GhostNetV3 trains three places with MobileOne-style parallel branches (k×k conv
 and timm write this twice with shared metadata (a latent bug, upstream issue #265); here each block owns its
 own geometry, so the fusion is exact for every branch layout.
 """
-from typing import List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.model import BaseModule
 from torch import Tensor
+
+from . import depthwise_train
 
 
 def fuse_conv_bn(weight: Tensor, bn: nn.BatchNorm2d, mean: Optional[Tensor] = None,
@@ -87,6 +89,8 @@ class RepConvBN(BaseModule):
             return self.act(self._conv(x, kernel, bias))
         if self._pointwise_statistics_pay(x, norms):
             return self.act(self._forward_pointwise_train(x, norms))
+        if self._depthwise_kernel_applies(x, norms):
+            return self.act(self._forward_depthwise_train(x, norms))
         return self.act(self.forward_branches(x))
 
     def forward_branches(self, x: Tensor) -> Tensor:
@@ -105,8 +109,40 @@ class RepConvBN(BaseModule):
         C_in < 8 C_out, -18%; with C_in < 3 C_out, -14%; every 1×1 block, -8%."""
         return (self.kernel_size == 1 and self.stride == 1 and self.groups == 1
                 and self.in_channels < 8 * self.out_channels and x.dim() == 4
-                and x.shape[0] * x.shape[2] * x.shape[3] > 1
-                and all(bn.training and bn.track_running_stats and bn.momentum is not None for bn in norms))
+                and x.shape[0] * x.shape[2] * x.shape[3] > 1 and self._batch_statistics_only(norms))
+
+    @staticmethod
+    def _batch_statistics_only(norms: List[nn.BatchNorm2d]) -> bool:
+        """Every BN normalizes with batch statistics and updates its running ones by momentum."""
+        return all(bn.training and bn.track_running_stats and bn.momentum is not None for bn in norms)
+
+    @staticmethod
+    def _update_running_stats(norms: List[nn.BatchNorm2d], means: Sequence[Tensor],
+                              variances: Sequence[Tensor], count: int) -> None:
+        """What BN does to its buffers in train mode: momentum update, unbiased variance."""
+        with torch.no_grad():
+            for bn, mu, var in zip(norms, means, variances):
+                bn.running_mean.lerp_(mu, bn.momentum)
+                bn.running_var.lerp_(var * (count / (count - 1)), bn.momentum)
+                bn.num_batches_tracked.add_(1)
+
+    def _depthwise_kernel_applies(self, x: Tensor, norms: List[nn.BatchNorm2d]) -> bool:
+        """Whether the train-mode depthwise block runs as one C++ op (see ``depthwise_train``). Measured
+        on the 1.0x backbone's train step (640², 2 CPU threads): see README's speed section."""
+        return (self.kernel_size > 1 and self.groups == self.in_channels == self.out_channels
+                and self._batch_statistics_only(norms) and len({bn.eps for bn in norms}) == 1
+                and depthwise_train.kernel_applies(x, self.stride))
+
+    def _forward_depthwise_train(self, x: Tensor, norms: List[nn.BatchNorm2d]) -> Tensor:
+        """Train-mode depthwise block: all branches and their BNs in one autograd op."""
+        weight = torch.stack([branch.conv.weight for branch in self.branches])
+        scale = self.scale.conv.weight.reshape(-1) if self.scale is not None else None
+        gamma = torch.stack([bn.weight for bn in norms])
+        beta = torch.stack([bn.bias for bn in norms])
+        out, means, variances = depthwise_train.DepthwiseBranchesBN.apply(
+            x, weight, scale, gamma, beta, norms[0].eps, self.stride, self.identity is not None)
+        self._update_running_stats(norms, means, variances, out.shape[0] * out.shape[2] * out.shape[3])
+        return out
 
     def _forward_pointwise_train(self, x: Tensor, norms: List[nn.BatchNorm2d]) -> Tensor:
         """Train-mode 1×1 block as ONE matmul, exactly equal to the branches (up to float rounding).
@@ -133,11 +169,7 @@ class RepConvBN(BaseModule):
         for w, bn, mu, var in zip(weights, norms, means, variances):
             k, b = fuse_conv_bn(w[..., None, None], bn, mu, var)
             kernel, bias = kernel + k, bias + b
-        with torch.no_grad():
-            for bn, mu, var in zip(norms, means, variances):
-                bn.running_mean.lerp_(mu, bn.momentum)
-                bn.running_var.lerp_(var * (count / (count - 1)), bn.momentum)
-                bn.num_batches_tracked.add_(1)
+        self._update_running_stats(norms, means, variances, count)
         out = torch.addmm(bias, pixels, kernel.reshape(self.out_channels, channels).t())
         return out.view(batch, height, width, self.out_channels).permute(0, 3, 1, 2)
 

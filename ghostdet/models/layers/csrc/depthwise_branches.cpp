@@ -1,0 +1,326 @@
+// Train-mode depthwise re-parameterizable block in few memory passes (CPU, float32, NHWC).
+//
+// A depthwise RepConvBN in train mode is B parallel k×k depthwise convs, each followed by BN with batch
+// statistics, plus optional "pointwise" branches (1×1 scale conv-BN, BN identity) that only read the
+// centre tap. PyTorch runs that as B convs, up to B + 2 BN passes and the sums, forward and backward
+// (~30 kernels and as many full-size maps). Here the forward is two passes (branch outputs + their sums,
+// then the normalized sum) and the backward three (two reductions, one gather). The per-channel algebra
+// (means, variances, BN gradients) is done by the caller on (branches × channels) tensors; see
+// ghostdet/models/layers/depthwise_train.py for the formulas.
+//
+// Layouts: x and every map are channels-last (N, H, W, C in memory); kernels are (B, k, k, C).
+// z / gz hold each conv branch's output row contiguously: (N, Ho, B, Wo, C).
+#include <torch/extension.h>
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <vector>
+
+namespace {
+
+struct Geometry {
+  int64_t n, c, h, w, k, stride, pad, ho, wo, branches;
+  int64_t tile;  // channels × pixels per tile: per-channel values are repeated to this length (see below)
+  int64_t row() const { return wo * c; }
+};
+
+// Loops run along whole rows (Wo × C floats) with per-channel values repeated over a tile of pixels,
+// so that few-channel maps (8..48 channels at high resolution) still get long vectorizable loops.
+constexpr int64_t kTileFloats = 256;
+
+Geometry geometry_of(const at::Tensor& x, const at::Tensor& weight, int64_t stride) {
+  TORCH_CHECK(x.dim() == 4 && x.scalar_type() == at::kFloat && !x.is_cuda() &&
+                  x.is_contiguous(at::MemoryFormat::ChannelsLast),
+              "depthwise_branches: x must be a float32 CPU tensor in channels-last memory format");
+  TORCH_CHECK(weight.dim() == 4 && weight.is_contiguous() && weight.size(1) == weight.size(2) &&
+                  weight.size(1) % 2 == 1 && weight.size(3) == x.size(1),
+              "depthwise_branches: weight must be a contiguous (branches, k, k, channels) tensor, odd k");
+  TORCH_CHECK(stride >= 1, "depthwise_branches: stride must be positive");
+  Geometry g{x.size(0), x.size(1), x.size(2), x.size(3), weight.size(1), stride, weight.size(1) / 2,
+             0, 0, weight.size(0), 0};
+  g.ho = (g.h + 2 * g.pad - g.k) / stride + 1;
+  g.wo = (g.w + 2 * g.pad - g.k) / stride + 1;
+  g.tile = std::max<int64_t>(1, kTileFloats / g.c) * g.c;
+  return g;
+}
+
+// (rows, C) per-channel values -> (rows, tile) contiguous, each row repeated tile / C times.
+at::Tensor tiled(const at::Tensor& per_channel, const Geometry& g) {
+  return per_channel.reshape({-1, g.c}).repeat({1, g.tile / g.c}).contiguous();
+}
+
+// (rows × tile) tiled sums -> (rows, C).
+at::Tensor untiled(const at::Tensor& sums, const Geometry& g) {
+  return sums.view({-1, g.tile / g.c, g.c}).sum(1);
+}
+
+inline void multiply_add(float* __restrict__ out, const float* __restrict__ a,
+                         const float* __restrict__ b, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) out[i] += a[i] * b[i];
+}
+
+inline void add(float* __restrict__ out, const float* __restrict__ a, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) out[i] += a[i];
+}
+
+// out[m] += tile_values[m % tile] * b[m], m < len (len and tile are multiples of C).
+inline void tiled_multiply_add(float* out, const float* tile_values, const float* b, int64_t len,
+                               int64_t tile) {
+  for (int64_t s = 0; s < len; s += tile) multiply_add(out + s, tile_values, b + s, std::min(tile, len - s));
+}
+
+// acc[m % tile] += a[m] * b[m], m < len.
+inline void tiled_dot(float* acc, const float* a, const float* b, int64_t len, int64_t tile) {
+  for (int64_t s = 0; s < len; s += tile) multiply_add(acc, a + s, b + s, std::min(tile, len - s));
+}
+
+// acc[m % tile] += a[m], m < len.
+inline void tiled_sum(float* acc, const float* a, int64_t len, int64_t tile) {
+  for (int64_t s = 0; s < len; s += tile) add(acc, a + s, std::min(tile, len - s));
+}
+
+// Sums `width` values over `rows` rows: body(row, acc) adds one row into a zeroed float buffer, which is
+// flushed into a double accumulator per row (float rounding stays row-sized). One fixed chunk of rows per
+// thread keeps the result deterministic for a given thread count.
+template <typename Body>
+at::Tensor reduce_rows(int64_t rows, int64_t width, const Body& body) {
+  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), rows));
+  at::Tensor partial = at::zeros({chunks, width}, at::kDouble);
+  double* partial_data = partial.data_ptr<double>();
+  at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> row_acc(width);
+    for (int64_t chunk = begin; chunk < end; ++chunk) {
+      double* acc = partial_data + chunk * width;
+      for (int64_t row = rows * chunk / chunks; row < rows * (chunk + 1) / chunks; ++row) {
+        std::fill(row_acc.begin(), row_acc.end(), 0.f);
+        body(row, row_acc.data());
+        for (int64_t i = 0; i < width; ++i) acc[i] += row_acc[i];
+      }
+    }
+  });
+  return partial.sum(0);
+}
+
+// Output columns [lo, hi) whose kernel tap column j lands inside the input (not in the padding).
+inline std::pair<int64_t, int64_t> column_range(const Geometry& g, int64_t j) {
+  const int64_t first = g.pad - j, last = g.w - 1 + g.pad - j;  // wo * stride must lie in [first, last]
+  const int64_t lo = first > 0 ? (first + g.stride - 1) / g.stride : 0;
+  const int64_t hi = last < 0 ? 0 : std::min(g.wo, last / g.stride + 1);
+  return {lo, std::max(lo, hi)};
+}
+
+// The input pixels that tap (i, j) reads for output row (n, ho), columns [p0, p1): `data` holds the one
+// for output column lo, then the next ones contiguously up to hi (stride 1: a view of the input row;
+// otherwise gathered into `scratch`, (p1 - p0) × C floats). lo == hi when the tap only sees padding.
+struct TapRow {
+  const float* data;
+  int64_t lo, hi;
+};
+
+TapRow tap_row(const Geometry& g, const float* x, int64_t n, int64_t ho, int64_t i, int64_t j, int64_t p0,
+               int64_t p1, float* scratch) {
+  const int64_t hi_in = ho * g.stride - g.pad + i;
+  auto [lo, hi] = column_range(g, j);
+  lo = std::max(lo, p0);
+  hi = std::min(hi, p1);
+  if (hi_in < 0 || hi_in >= g.h || lo >= hi) return {nullptr, 0, 0};
+  const float* row = x + (n * g.h + hi_in) * g.w * g.c;
+  if (g.stride == 1) return {row + (lo - g.pad + j) * g.c, lo, hi};
+  for (int64_t wo = lo; wo < hi; ++wo)
+    std::copy_n(row + (wo * g.stride - g.pad + j) * g.c, g.c, scratch + (wo - lo) * g.c);
+  return {scratch, lo, hi};
+}
+
+// Work goes tile by tile along a row (a tile = tile / C pixels, all branches), so partial sums stay in L1.
+template <typename Body>
+void for_each_tile(const Geometry& g, int64_t columns, const Body& body) {
+  const int64_t pixels = g.tile / g.c;
+  for (int64_t p0 = 0; p0 < columns; p0 += pixels) body(p0, std::min(columns, p0 + pixels));
+}
+
+}  // namespace
+
+// Every conv branch's output z (N, Ho, B, Wo, C) and, in double, (2, B + 1, C): per channel the sum and
+// the sum of squares of each branch's output (rows 0..B-1) and of the centre-tap input (row B).
+std::vector<at::Tensor> branches_forward(const at::Tensor& x, const at::Tensor& weight, int64_t stride) {
+  const Geometry g = geometry_of(x, weight, stride);
+  const int64_t B = g.branches, C = g.c, row_len = g.row(), T = g.tile, width = (B + 1) * T;
+  at::Tensor z = at::empty({g.n, g.ho, B, g.wo, C}, x.options());
+  const at::Tensor taps = tiled(weight, g);
+  const float* x_data = x.data_ptr<float>();
+  const float* w_data = taps.data_ptr<float>();
+  float* z_data = z.data_ptr<float>();
+  at::Tensor sums = reduce_rows(g.n * g.ho, 2 * width, [&](int64_t row, float* acc) {
+    const int64_t n = row / g.ho, ho = row % g.ho;
+    std::vector<float> scratch(g.stride == 1 ? 0 : row_len);
+    float* out = z_data + row * B * row_len;
+    for_each_tile(g, g.wo, [&](int64_t p0, int64_t p1) {
+      const int64_t len = (p1 - p0) * C;
+      for (int64_t b = 0; b < B; ++b) std::fill_n(out + b * row_len + p0 * C, len, 0.f);
+      for (int64_t i = 0; i < g.k; ++i) {
+        for (int64_t j = 0; j < g.k; ++j) {
+          const TapRow tap = tap_row(g, x_data, n, ho, i, j, p0, p1, scratch.data());
+          for (int64_t b = 0; b < B && tap.lo < tap.hi; ++b)
+            multiply_add(out + b * row_len + tap.lo * C, w_data + ((b * g.k + i) * g.k + j) * T, tap.data,
+                         (tap.hi - tap.lo) * C);
+        }
+      }
+      for (int64_t b = 0; b < B; ++b) {
+        const float* values = out + b * row_len + p0 * C;
+        add(acc + b * T, values, len);
+        multiply_add(acc + width + b * T, values, values, len);
+      }
+    });
+    const TapRow centre = tap_row(g, x_data, n, ho, g.pad, g.pad, 0, g.wo, scratch.data());
+    tiled_sum(acc + B * T, centre.data, row_len, T);
+    tiled_dot(acc + width + B * T, centre.data, centre.data, row_len, T);
+  });
+  return {z, untiled(sums, g).view({2, B + 1, C})};
+}
+
+// y = bias + sum_b coef[b] * z_b + coef[B] * centre-tap input, as an (N, C, Ho, Wo) channels-last map.
+at::Tensor branches_combine(const at::Tensor& z, const at::Tensor& x, const at::Tensor& weight,
+                            const at::Tensor& coef, const at::Tensor& bias, int64_t stride) {
+  const Geometry g = geometry_of(x, weight, stride);
+  const int64_t B = g.branches, row_len = g.row(), T = g.tile;
+  TORCH_CHECK(coef.numel() == (B + 1) * g.c && bias.numel() == g.c,
+              "depthwise_branches: coef must be (B + 1, C) and bias (C)");
+  at::Tensor y = at::empty({g.n, g.c, g.ho, g.wo}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
+  const at::Tensor coef_tiles = tiled(coef, g), bias_tile = tiled(bias, g);
+  const float* x_data = x.data_ptr<float>();
+  const float* z_data = z.data_ptr<float>();
+  const float* coef_data = coef_tiles.data_ptr<float>();
+  const float* bias_data = bias_tile.data_ptr<float>();
+  float* y_data = y.data_ptr<float>();
+  at::parallel_for(0, g.n * g.ho, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> scratch(g.stride == 1 ? 0 : row_len);
+    for (int64_t row = begin; row < end; ++row) {
+      float* out = y_data + row * row_len;
+      for (int64_t s = 0; s < row_len; s += T) std::copy_n(bias_data, std::min(T, row_len - s), out + s);
+      for (int64_t b = 0; b < B; ++b)
+        tiled_multiply_add(out, coef_data + b * T, z_data + (row * B + b) * row_len, row_len, T);
+      const TapRow centre = tap_row(g, x_data, row / g.ho, row % g.ho, g.pad, g.pad, 0, g.wo, scratch.data());
+      tiled_multiply_add(out, coef_data + B * T, centre.data, row_len, T);
+    }
+  });
+  return y;
+}
+
+// Per channel, in double, (B + 2, C): sum of gy * z_b (rows 0..B-1), of gy (row B) and of gy * centre-tap
+// input (row B + 1): what BN's backward needs from the upstream gradient gy.
+at::Tensor branches_grad_sums(const at::Tensor& gy, const at::Tensor& z, const at::Tensor& x,
+                              const at::Tensor& weight, int64_t stride) {
+  const Geometry g = geometry_of(x, weight, stride);
+  const int64_t B = g.branches, row_len = g.row(), T = g.tile;
+  TORCH_CHECK(gy.is_contiguous(at::MemoryFormat::ChannelsLast) && gy.numel() == g.n * g.ho * row_len,
+              "depthwise_branches: gy must be a channels-last (N, C, Ho, Wo) map");
+  const float* x_data = x.data_ptr<float>();
+  const float* z_data = z.data_ptr<float>();
+  const float* gy_data = gy.data_ptr<float>();
+  at::Tensor sums = reduce_rows(g.n * g.ho, (B + 2) * T, [&](int64_t row, float* acc) {
+    std::vector<float> scratch(g.stride == 1 ? 0 : row_len);
+    const float* grad = gy_data + row * row_len;
+    for (int64_t b = 0; b < B; ++b) tiled_dot(acc + b * T, grad, z_data + (row * B + b) * row_len, row_len, T);
+    tiled_sum(acc + B * T, grad, row_len, T);
+    const TapRow centre = tap_row(g, x_data, row / g.ho, row % g.ho, g.pad, g.pad, 0, g.wo, scratch.data());
+    tiled_dot(acc + (B + 1) * T, grad, centre.data, row_len, T);
+  });
+  return untiled(sums, g);
+}
+
+// Backward of the conv branches given BN's per-channel coefficients (3, B, C): each branch's output
+// gradient is gz_b = a_b * gy - e_b * z_b + f_b. Returns the input gradient (N, C, H, W, channels-last),
+// adding the pointwise branches' centre-tap term A * gy - E * x + F (pointwise rows 0, 1, 2), and the
+// kernels' gradient (B, k, k, C).
+std::vector<at::Tensor> branches_backward(const at::Tensor& gy, const at::Tensor& z, const at::Tensor& x,
+                                          const at::Tensor& weight, const at::Tensor& coef,
+                                          const at::Tensor& pointwise, int64_t stride) {
+  const Geometry g = geometry_of(x, weight, stride);
+  const int64_t B = g.branches, C = g.c, row_len = g.row(), T = g.tile, kk = g.k * g.k;
+  TORCH_CHECK(coef.numel() == 3 * B * C && pointwise.numel() == 3 * C,
+              "depthwise_branches: coef must be (3, B, C) and pointwise (3, C)");
+  const at::Tensor coef_tiles = tiled(coef, g), pointwise_tiles = tiled(pointwise, g), taps = tiled(weight, g);
+  const float* x_data = x.data_ptr<float>();
+  const float* z_data = z.data_ptr<float>();
+  const float* gy_data = gy.data_ptr<float>();
+  const float* w_data = taps.data_ptr<float>();
+  const float *a = coef_tiles.data_ptr<float>(), *e = a + B * T, *f = e + B * T;
+  at::Tensor gz = at::empty_like(z);
+  float* gz_data = gz.data_ptr<float>();
+  at::Tensor grad_weight = reduce_rows(g.n * g.ho, B * kk * T, [&](int64_t row, float* acc) {
+    const int64_t n = row / g.ho, ho = row % g.ho;
+    std::vector<float> scratch(g.stride == 1 ? 0 : T);
+    const float* grad = gy_data + row * row_len;
+    const float* out = z_data + row * B * row_len;
+    float* grad_out = gz_data + row * B * row_len;
+    for_each_tile(g, g.wo, [&](int64_t p0, int64_t p1) {
+      for (int64_t b = 0; b < B; ++b) {
+        const int64_t base = b * row_len + p0 * C;
+        const float *ab = a + b * T, *eb = e + b * T, *fb = f + b * T, *gr = grad + p0 * C;
+        for (int64_t m = 0; m < (p1 - p0) * C; ++m)
+          grad_out[base + m] = ab[m] * gr[m] - eb[m] * out[base + m] + fb[m];
+      }
+      for (int64_t i = 0; i < g.k; ++i) {
+        for (int64_t j = 0; j < g.k; ++j) {
+          const TapRow tap = tap_row(g, x_data, n, ho, i, j, p0, p1, scratch.data());
+          for (int64_t b = 0; b < B && tap.lo < tap.hi; ++b)
+            multiply_add(acc + ((b * g.k + i) * g.k + j) * T, grad_out + b * row_len + tap.lo * C, tap.data,
+                         (tap.hi - tap.lo) * C);
+        }
+      }
+    });
+  });
+
+  at::Tensor grad_x = at::empty({g.n, C, g.h, g.w}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
+  float* gx_data = grad_x.data_ptr<float>();
+  const float *big_a = pointwise_tiles.data_ptr<float>(), *big_e = big_a + T, *big_f = big_e + T;
+  at::parallel_for(0, g.n * g.h, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> scratch(T);
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t n = row / g.h, hi = row % g.h;
+      float* out = gx_data + row * g.w * C;
+      std::fill_n(out, g.w * C, 0.f);
+      for (int64_t i = 0; i < g.k; ++i) {  // output row ho reads this input row through tap row i
+        const int64_t num = hi + g.pad - i;
+        if (num < 0 || num % g.stride != 0 || num / g.stride >= g.ho) continue;
+        const float* grad_out = gz_data + (n * g.ho + num / g.stride) * B * row_len;
+        // Tiles of output columns; each tap (i, j) adds its columns' share into the input columns it read.
+        for_each_tile(g, g.wo, [&](int64_t p0, int64_t p1) {
+          for (int64_t j = 0; j < g.k; ++j) {
+            auto [lo, hi_col] = column_range(g, j);
+            lo = std::max(lo, p0);
+            hi_col = std::min(hi_col, p1);
+            if (lo >= hi_col) continue;
+            const int64_t len = (hi_col - lo) * C;
+            float* target = g.stride == 1 ? out + (lo - g.pad + j) * C : scratch.data();
+            if (g.stride != 1) std::fill_n(target, len, 0.f);
+            for (int64_t b = 0; b < B; ++b)
+              multiply_add(target, w_data + ((b * g.k + i) * g.k + j) * T, grad_out + b * row_len + lo * C, len);
+            for (int64_t wo = lo; wo < hi_col && g.stride != 1; ++wo)
+              add(out + (wo * g.stride - g.pad + j) * C, target + (wo - lo) * C, C);
+          }
+        });
+      }
+      if (hi % g.stride != 0) continue;  // centre taps: input pixel (hi, wo * stride) of output (hi / stride, wo)
+      const float* grad = gy_data + (n * g.ho + hi / g.stride) * row_len;
+      const float* in = x_data + row * g.w * C;
+      for_each_tile(g, g.wo, [&](int64_t p0, int64_t p1) {
+        for (int64_t wo = p0; wo < p1; wo += (g.stride == 1 ? p1 - p0 : 1)) {  // stride 1: the tile at once
+          const int64_t len = (g.stride == 1 ? p1 - p0 : 1) * C;
+          float* o = out + wo * g.stride * C;
+          const float *gr = grad + wo * C, *xi = in + wo * g.stride * C;
+          for (int64_t m = 0; m < len; ++m) o[m] += big_a[m] * gr[m] - big_e[m] * xi[m] + big_f[m];
+        }
+      });
+    }
+  });
+  return {grad_x, untiled(grad_weight, g).to(at::kFloat).view({B, g.k, g.k, C})};
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("forward", &branches_forward, "branch outputs and their per-channel sums");
+  m.def("combine", &branches_combine, "normalized sum of the branches");
+  m.def("grad_sums", &branches_grad_sums, "per-channel sums for BN's backward");
+  m.def("backward", &branches_backward, "input and kernel gradients");
+}

@@ -1,0 +1,112 @@
+"""The C++ train-mode path of depthwise RepConvBN blocks: same outputs, gradients and BN statistics as the
+PyTorch branches (checked against float64 branches, which are exact to ~1e-15), and a clean fallback."""
+import copy
+
+import pytest
+import torch
+
+from conftest import max_rel_diff, randomize_bn
+from ghostdet.models import GhostNetV3, RepConvBN
+from ghostdet.models.layers import depthwise_train
+
+# (channels, kernel, stride, height, width, scale branch, identity branch, batch): GhostNetV3's block kinds,
+# odd sizes and borders, few and many channels (tiles of several pixels vs one pixel).
+CASES = [(8, 3, 1, 17, 13, True, True, 2), (24, 5, 2, 16, 15, True, True, 1), (16, 3, 2, 9, 11, True, True, 3),
+         (12, 3, 1, 10, 10, False, True, 2), (12, 5, 1, 7, 9, True, False, 2), (20, 3, 1, 6, 6, False, False, 1),
+         (300, 3, 1, 5, 7, True, True, 2), (300, 5, 2, 9, 6, True, True, 1), (40, 3, 2, 4, 3, True, True, 1)]
+
+
+def block_for(channels, kernel, stride, scale, identity) -> RepConvBN:
+    block = RepConvBN(channels, channels, kernel, stride, groups=channels, use_scale=scale,
+                      use_identity=identity, with_act=True)
+    for param in block.parameters():
+        torch.nn.init.normal_(param)
+    return randomize_bn(block).train()
+
+
+def train_step(block: RepConvBN, x: torch.Tensor, reference: bool):
+    """Output, input gradient, parameter gradients and buffers after one train-mode forward/backward."""
+    x = x.clone().requires_grad_(True)
+    out = block.act(block.forward_branches(x)) if reference else block(x)
+    weights = torch.linspace(-1, 1, out.numel(), dtype=out.dtype).reshape(out.shape) ** 3
+    (out * weights).sum().backward()
+    grads = {name: p.grad.double() for name, p in block.named_parameters()}
+    return out.double(), x.grad.double(), grads, {name: b.double() for name, b in block.named_buffers()}
+
+
+@pytest.mark.parametrize('channels,kernel,stride,height,width,scale,identity,batch', CASES)
+def test_kernel_matches_float64_branches(channels, kernel, stride, height, width, scale, identity, batch):
+    block = block_for(channels, kernel, stride, scale, identity)
+    x = (torch.randn(batch, channels, height, width) * 2 + 1).contiguous(memory_format=torch.channels_last)
+    assert block._depthwise_kernel_applies(x, block._norms())
+    fast = train_step(copy.deepcopy(block), x, reference=False)
+    exact = train_step(copy.deepcopy(block).double(), x.double(), reference=True)
+    assert max_rel_diff(exact[0], fast[0]) < 1e-5
+    assert max_rel_diff(exact[1], fast[1]) < 1e-4
+    for name, grad in exact[2].items():
+        assert max_rel_diff(grad, fast[2][name]) < 1e-3, name
+    for name, buffer in exact[3].items():
+        assert max_rel_diff(buffer, fast[3][name]) < 1e-5, name
+
+
+def test_backbone_train_step_is_as_exact_as_the_float32_branches(monkeypatch):
+    """The whole backbone with every depthwise block on the kernel, against its float64 twin: every output,
+    parameter gradient and running statistic is as close as float32 PyTorch branches get (deep BN stacks
+    amplify float32 rounding in some gradients, and some gradients are exactly zero, so a plain relative
+    bound would test float32, not the kernel)."""
+    model = randomize_bn(GhostNetV3(0.5)).train()
+    x = torch.randn(2, 3, 64, 96)
+    runs = {}
+    for name, dtype, kernel in (('kernel', torch.float32, '1'), ('branches', torch.float32, '0'),
+                                ('exact', torch.float64, '1')):
+        monkeypatch.setenv('GHOSTDET_DEPTHWISE_KERNEL', kernel)
+        net = copy.deepcopy(model).to(dtype)
+        outs = net(x.to(dtype))
+        sum((o * o).mean() for o in outs).backward()
+        runs[name] = ([o.double() for o in outs] + [p.grad.double() for p in net.parameters()]
+                      + [b.double() for b in net.buffers()])
+    scale = max(t.abs().max().item() for t in runs['exact'])
+    for exact, kernel, branches in zip(runs['exact'], runs['kernel'], runs['branches']):
+        kernel_error = (kernel - exact).abs().max().item()
+        branch_error = (branches - exact).abs().max().item()
+        assert kernel_error <= 2 * branch_error + 1e-6 * scale
+
+
+def test_kernel_is_deterministic():
+    block = block_for(24, 3, 1, True, True)
+    x = torch.randn(2, 24, 33, 31).contiguous(memory_format=torch.channels_last)
+    first, second = (train_step(copy.deepcopy(block), x, reference=False) for _ in range(2))
+    assert torch.equal(first[1], second[1])
+    assert all(torch.equal(first[2][name], second[2][name]) for name in first[2])
+
+
+def test_inputs_the_kernel_does_not_take_use_the_branches(monkeypatch):
+    block = block_for(8, 3, 1, True, True)
+    norms = block._norms()
+    assert not block._depthwise_kernel_applies(torch.randn(2, 8, 9, 9), norms)  # not channels-last
+    assert not block._depthwise_kernel_applies(torch.randn(2, 8, 9, 9).double(), norms)
+    assert not block._depthwise_kernel_applies(torch.randn(1, 8, 1, 1), norms)  # BN needs 2+ values
+    dense = RepConvBN(8, 8, 3).train()
+    x = torch.randn(2, 8, 9, 9).contiguous(memory_format=torch.channels_last)
+    assert not dense._depthwise_kernel_applies(x, dense._norms())  # a dense 3×3 conv
+    monkeypatch.setenv('GHOSTDET_DEPTHWISE_KERNEL', '0')
+    assert not block._depthwise_kernel_applies(x, norms)
+    out = block(x)  # the PyTorch branches, same numbers
+    monkeypatch.delenv('GHOSTDET_DEPTHWISE_KERNEL')
+    assert max_rel_diff(out, copy.deepcopy(block)(x)) < 1e-5
+
+
+def test_without_a_compiler_training_warns_and_uses_the_branches(monkeypatch, tmp_path):
+    """A build failure (here: no C++ compiler on PATH) is a warning, not an error."""
+    depthwise_train.extension.cache_clear()
+    monkeypatch.setenv('TORCH_EXTENSIONS_DIR', str(tmp_path))
+    monkeypatch.setenv('CXX', str(tmp_path / 'no-such-compiler'))
+    try:
+        with pytest.warns(UserWarning, match='could not build the depthwise train kernel'):
+            assert depthwise_train.extension() is None
+        block = block_for(8, 3, 1, True, True)
+        x = torch.randn(2, 8, 9, 9).contiguous(memory_format=torch.channels_last)
+        assert not block._depthwise_kernel_applies(x, block._norms())
+        block(x).sum().backward()
+    finally:
+        depthwise_train.extension.cache_clear()
