@@ -20,7 +20,7 @@ import os
 import os.path as osp
 import sys
 import warnings
-from typing import List, Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -62,69 +62,33 @@ def _cpu_tag() -> str:
     return hashlib.sha1(flags.encode()).hexdigest()[:8]
 
 
-def _pointwise_terms(scale: Optional[Tensor], has_identity: bool, like: Tensor) -> List[Tensor]:
-    """The per-channel weight of each centre-tap branch: the 1×1 scale conv's, then 1 for identity."""
-    weights = [scale.detach().double()] if scale is not None else []
-    return weights + ([torch.ones_like(like)] if has_identity else [])
-
-
 class DepthwiseBranchesBN(torch.autograd.Function):
-    """y = Σ_b BN_b(w_b ⊛ x) + BN(s·x) + BN(x) in train mode; also returns the batch means and
-    (biased) variances, one row per BN, for the caller's running statistics."""
+    """y = Σ_b BN_b(w_b ⊛ x) + BN(s·x) + BN(x) in train mode; also returns the batch means and unbiased
+    variances, one row per BN, for the caller's running statistics. Every pass and the per-channel algebra
+    run in C++: one call forward, one backward (the Python-side tensor algebra cost ~1 ms per block)."""
 
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, scale: Optional[Tensor], gamma: Tensor, beta: Tensor,
                 eps: float, stride: int, has_identity: bool) -> Tuple[Tensor, Tensor, Tensor]:
-        kernel = extension()
         branches, channels, _, size, _ = weight.shape
         taps = weight.detach().reshape(branches, channels, size, size).permute(0, 2, 3, 1).contiguous()
-        z, sums = kernel.forward(x, taps, stride)
-        count = z.shape[0] * z.shape[1] * z.shape[3]
-        mean, square = sums[0] / count, sums[1] / count
-        var = (square - mean * mean).clamp_min(0)
-        pointwise = _pointwise_terms(scale, has_identity, mean[-1])
-        means = torch.cat([mean[:branches]] + [w * mean[-1:] for w in pointwise])
-        variances = torch.cat([var[:branches]] + [w * w * var[-1:] for w in pointwise])
-        inv_std = (variances + eps).rsqrt()
-        a = gamma.detach().double() * inv_std
-        centre = sum((w * a_w for w, a_w in zip(pointwise, a[branches:])), torch.zeros_like(mean[-1]))
-        coef = torch.cat([a[:branches], centre[None]]).float()
-        bias = (beta.detach().double() - means * a).sum(0).float()
-        y = kernel.combine(z, x, taps, coef, bias, stride)
-        ctx.save_for_backward(x, taps, z, scale, sums, means, inv_std, a)
-        ctx.setup = (stride, has_identity, count, weight.shape)
-        ctx.mark_non_differentiable(means, variances)
-        return y, means.float(), variances.float()
+        scale = scale.detach() if scale is not None else x.new_empty(0)
+        y, z, sums, state, batch_mean, batch_var = extension().train_forward(
+            x, taps, scale, gamma.detach(), beta.detach(), eps, stride, has_identity)
+        ctx.save_for_backward(x, taps, z, scale, sums, state)
+        ctx.setup = (stride, weight.shape)
+        ctx.mark_non_differentiable(batch_mean, batch_var)
+        return y, batch_mean, batch_var
 
     @staticmethod
     def backward(ctx, grad_y: Tensor, *_) -> Sequence[Optional[Tensor]]:
-        x, taps, z, scale, sums, means, inv_std, a = ctx.saved_tensors
-        stride, has_identity, count, weight_shape = ctx.setup
-        kernel = extension()
-        branches = taps.shape[0]
-        grad_y = grad_y.contiguous(memory_format=torch.channels_last)
-        grad_sums = kernel.grad_sums(grad_y, z, x, taps, stride)
-        grad_total, grad_centre = grad_sums[branches], grad_sums[branches + 1]
-        pointwise = _pointwise_terms(scale, has_identity, grad_total)
-        grad_dot = torch.cat([grad_sums[:branches]] + [w[None] * grad_centre for w in pointwise])
-        grad_beta = grad_total.expand_as(means)
-        grad_gamma = (grad_dot - means * grad_total) * inv_std
-        e = a * grad_gamma * inv_std / count
-        f = e * means - a * grad_total / count
-        zero = torch.zeros_like(grad_total)
-        centre_terms = torch.stack([
-            sum((w * a[branches + i] for i, w in enumerate(pointwise)), zero),
-            sum((w * w * e[branches + i] for i, w in enumerate(pointwise)), zero),
-            sum((w * f[branches + i] for i, w in enumerate(pointwise)), zero)])
-        coef = torch.stack([a[:branches], e[:branches], f[:branches]]).float().contiguous()
-        grad_x, grad_taps = kernel.backward(grad_y, z, x, taps, coef, centre_terms.float().contiguous(), stride)
+        x, taps, z, scale, sums, state = ctx.saved_tensors
+        stride, weight_shape = ctx.setup
+        grad_x, grad_taps, grad_scale, grad_gamma, grad_beta = extension().train_backward(
+            grad_y, z, x, taps, scale, sums, state, stride)
         grad_weight = grad_taps.permute(0, 3, 1, 2).reshape(weight_shape)
-        grad_scale = None
-        if scale is not None:  # Σ_p gz_s · x_centre, with gz_s = a_s g - e_s s x + f_s
-            centre_sum, centre_square = sums[0, -1], sums[1, -1]
-            grad_scale = (a[branches] * grad_centre - e[branches] * scale.double() * centre_square
-                          + f[branches] * centre_sum).float()
-        return (grad_x, grad_weight, grad_scale, grad_gamma.float(), grad_beta.float(), None, None, None)
+        return (grad_x, grad_weight, grad_scale if scale.numel() else None, grad_gamma, grad_beta,
+                None, None, None)
 
 
 def kernel_applies(x: Tensor, stride: int) -> bool:

@@ -113,25 +113,27 @@ class RepConvBN(BaseModule):
 
     @staticmethod
     def _batch_statistics_only(norms: List[nn.BatchNorm2d]) -> bool:
-        """Every BN normalizes with batch statistics and updates its running ones by momentum."""
-        return all(bn.training and bn.track_running_stats and bn.momentum is not None for bn in norms)
+        """Every BN normalizes with batch statistics and updates its running ones, all with one momentum
+        and one eps (what the one-op train paths assume)."""
+        return (all(bn.training and bn.track_running_stats and bn.momentum is not None for bn in norms)
+                and len({(bn.momentum, bn.eps) for bn in norms}) == 1)
 
     @staticmethod
     def _update_running_stats(norms: List[nn.BatchNorm2d], means: Sequence[Tensor],
-                              variances: Sequence[Tensor], count: int) -> None:
-        """What BN does to its buffers in train mode: momentum update, unbiased variance."""
+                              unbiased_variances: Sequence[Tensor]) -> None:
+        """What BN does to its buffers in train mode (momentum update with the unbiased variance), as three
+        multi-tensor ops instead of three ops per BN."""
+        momentum = norms[0].momentum
         with torch.no_grad():
-            for bn, mu, var in zip(norms, means, variances):
-                bn.running_mean.lerp_(mu, bn.momentum)
-                bn.running_var.lerp_(var * (count / (count - 1)), bn.momentum)
-                bn.num_batches_tracked.add_(1)
+            torch._foreach_lerp_([bn.running_mean for bn in norms], list(means), momentum)
+            torch._foreach_lerp_([bn.running_var for bn in norms], list(unbiased_variances), momentum)
+            torch._foreach_add_([bn.num_batches_tracked for bn in norms], 1)
 
     def _depthwise_kernel_applies(self, x: Tensor, norms: List[nn.BatchNorm2d]) -> bool:
         """Whether the train-mode depthwise block runs as one C++ op (see ``depthwise_train``). Measured
         on the 1.0x backbone's train step (640², 2 CPU threads): see README's speed section."""
         return (self.kernel_size > 1 and self.groups == self.in_channels == self.out_channels
-                and self._batch_statistics_only(norms) and len({bn.eps for bn in norms}) == 1
-                and depthwise_train.kernel_applies(x, self.stride))
+                and self._batch_statistics_only(norms) and depthwise_train.kernel_applies(x, self.stride))
 
     def _forward_depthwise_train(self, x: Tensor, norms: List[nn.BatchNorm2d]) -> Tensor:
         """Train-mode depthwise block: all branches and their BNs in one autograd op."""
@@ -141,7 +143,7 @@ class RepConvBN(BaseModule):
         beta = torch.stack([bn.bias for bn in norms])
         out, means, variances = depthwise_train.DepthwiseBranchesBN.apply(
             x, weight, scale, gamma, beta, norms[0].eps, self.stride, self.identity is not None)
-        self._update_running_stats(norms, means, variances, out.shape[0] * out.shape[2] * out.shape[3])
+        self._update_running_stats(norms, means, variances)
         return out
 
     def _forward_pointwise_train(self, x: Tensor, norms: List[nn.BatchNorm2d]) -> Tensor:
@@ -158,19 +160,19 @@ class RepConvBN(BaseModule):
         mean = pixels.mean(0)
         centred = pixels - mean
         cov = centred.t() @ centred / count
-        weights = [branch.conv.weight.reshape(self.out_channels, channels) for branch in self.branches]
-        means = [w @ mean for w in weights]
-        variances = [((w @ cov) * w).sum(1) for w in weights]
+        weights = torch.stack([branch.conv.weight for branch in self.branches]).flatten(2)  # (B, out, in)
+        means = weights @ mean
+        variances = ((weights @ cov) * weights).sum(2)
         if self.identity is not None:
-            weights.append(self._identity_kernel().reshape(self.out_channels, channels))
-            means.append(mean)
-            variances.append(cov.diagonal())
-        kernel, bias = 0, 0
-        for w, bn, mu, var in zip(weights, norms, means, variances):
-            k, b = fuse_conv_bn(w[..., None, None], bn, mu, var)
-            kernel, bias = kernel + k, bias + b
-        self._update_running_stats(norms, means, variances, count)
-        out = torch.addmm(bias, pixels, kernel.reshape(self.out_channels, channels).t())
+            weights = torch.cat([weights, self._identity_kernel().flatten(1)[None]])
+            means = torch.cat([means, mean[None]])
+            variances = torch.cat([variances, cov.diagonal()[None]])
+        gamma = torch.stack([bn.weight for bn in norms])
+        scale = gamma * (variances + norms[0].eps).rsqrt()
+        kernel = (weights * scale[..., None]).sum(0)
+        bias = (torch.stack([bn.bias for bn in norms]) - means * scale).sum(0)
+        self._update_running_stats(norms, means, variances * (count / (count - 1)))
+        out = torch.addmm(bias, pixels, kernel.t())
         return out.view(batch, height, width, self.out_channels).permute(0, 3, 1, 2)
 
     def _conv(self, x: Tensor, kernel: Tensor, bias: Optional[Tensor] = None) -> Tensor:

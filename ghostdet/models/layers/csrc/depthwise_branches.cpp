@@ -45,9 +45,16 @@ Geometry geometry_of(const at::Tensor& x, const at::Tensor& weight, int64_t stri
   return g;
 }
 
-// (rows, C) per-channel values -> (rows, tile) contiguous, each row repeated tile / C times.
+// (rows, C) per-channel values -> (rows, tile) float, each row repeated tile / C times.
 at::Tensor tiled(const at::Tensor& per_channel, const Geometry& g) {
-  return per_channel.reshape({-1, g.c}).repeat({1, g.tile / g.c}).contiguous();
+  const at::Tensor values = per_channel.to(at::kFloat).contiguous();
+  const int64_t rows = values.numel() / g.c;
+  at::Tensor out = at::empty({rows, g.tile}, values.options());
+  const float* in = values.data_ptr<float>();
+  float* o = out.data_ptr<float>();
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t s = 0; s < g.tile; s += g.c) std::copy_n(in + r * g.c, g.c, o + r * g.tile + s);
+  return out;
 }
 
 // (rows × tile) tiled sums -> (rows, C).
@@ -143,7 +150,7 @@ void for_each_tile(const Geometry& g, int64_t columns, const Body& body) {
 
 // Every conv branch's output z (N, Ho, B, Wo, C) and, in double, (2, B + 1, C): per channel the sum and
 // the sum of squares of each branch's output (rows 0..B-1) and of the centre-tap input (row B).
-std::vector<at::Tensor> branches_forward(const at::Tensor& x, const at::Tensor& weight, int64_t stride) {
+static std::vector<at::Tensor> branches_forward(const at::Tensor& x, const at::Tensor& weight, int64_t stride) {
   const Geometry g = geometry_of(x, weight, stride);
   const int64_t B = g.branches, C = g.c, row_len = g.row(), T = g.tile, width = (B + 1) * T;
   at::Tensor z = at::empty({g.n, g.ho, B, g.wo, C}, x.options());
@@ -180,7 +187,7 @@ std::vector<at::Tensor> branches_forward(const at::Tensor& x, const at::Tensor& 
 }
 
 // y = bias + sum_b coef[b] * z_b + coef[B] * centre-tap input, as an (N, C, Ho, Wo) channels-last map.
-at::Tensor branches_combine(const at::Tensor& z, const at::Tensor& x, const at::Tensor& weight,
+static at::Tensor branches_combine(const at::Tensor& z, const at::Tensor& x, const at::Tensor& weight,
                             const at::Tensor& coef, const at::Tensor& bias, int64_t stride) {
   const Geometry g = geometry_of(x, weight, stride);
   const int64_t B = g.branches, row_len = g.row(), T = g.tile;
@@ -209,7 +216,7 @@ at::Tensor branches_combine(const at::Tensor& z, const at::Tensor& x, const at::
 
 // Per channel, in double, (B + 2, C): sum of gy * z_b (rows 0..B-1), of gy (row B) and of gy * centre-tap
 // input (row B + 1): what BN's backward needs from the upstream gradient gy.
-at::Tensor branches_grad_sums(const at::Tensor& gy, const at::Tensor& z, const at::Tensor& x,
+static at::Tensor branches_grad_sums(const at::Tensor& gy, const at::Tensor& z, const at::Tensor& x,
                               const at::Tensor& weight, int64_t stride) {
   const Geometry g = geometry_of(x, weight, stride);
   const int64_t B = g.branches, row_len = g.row(), T = g.tile;
@@ -233,7 +240,7 @@ at::Tensor branches_grad_sums(const at::Tensor& gy, const at::Tensor& z, const a
 // gradient is gz_b = a_b * gy - e_b * z_b + f_b. Returns the input gradient (N, C, H, W, channels-last),
 // adding the pointwise branches' centre-tap term A * gy - E * x + F (pointwise rows 0, 1, 2), and the
 // kernels' gradient (B, k, k, C).
-std::vector<at::Tensor> branches_backward(const at::Tensor& gy, const at::Tensor& z, const at::Tensor& x,
+static std::vector<at::Tensor> branches_backward(const at::Tensor& gy, const at::Tensor& z, const at::Tensor& x,
                                           const at::Tensor& weight, const at::Tensor& coef,
                                           const at::Tensor& pointwise, int64_t stride) {
   const Geometry g = geometry_of(x, weight, stride);
@@ -318,9 +325,123 @@ std::vector<at::Tensor> branches_backward(const at::Tensor& gy, const at::Tensor
   return {grad_x, untiled(grad_weight, g).to(at::kFloat).view({B, g.k, g.k, C})};
 }
 
+// BN's per-channel algebra, branch j < J: conv branches first (j < B), then the centre-tap ones, whose
+// per-channel weight is the 1×1 scale conv's (j == B, when `scale` is not empty) or 1 (identity). Scalar
+// loops over (J, C): a few dozen small tensor ops here would cost more than the passes on small maps.
+struct CentreTaps {
+  const float* scale;  // nullptr without a scale branch
+  int64_t first;       // B
+  double weight(int64_t j, int64_t c) const { return j == first && scale ? scale[c] : 1.0; }
+};
+
+// Train-mode forward: returns y (N, C, Ho, Wo, channels-last), z, the state the backward needs (sums
+// (2, B + 1, C) and (3, J, C) double: each branch's batch mean, 1 / sqrt(var + eps), a = gamma / sqrt(var +
+// eps)) and, for the running statistics, the batch means and unbiased variances (J, C, float).
+std::vector<at::Tensor> train_forward(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& scale,
+                                      const at::Tensor& gamma, const at::Tensor& beta, double eps, int64_t stride,
+                                      bool has_identity) {
+  const int64_t B = weight.size(0), C = weight.size(3);
+  const int64_t J = B + (scale.numel() > 0) + has_identity;
+  TORCH_CHECK(gamma.numel() == J * C && beta.numel() == J * C && gamma.is_contiguous() && beta.is_contiguous() &&
+                  scale.is_contiguous(), "depthwise_branches: gamma and beta must be contiguous (J, C)");
+  std::vector<at::Tensor> passes = branches_forward(x, weight, stride);
+  const at::Tensor z = passes[0], sums = passes[1];
+  const double count = double(z.size(0) * z.size(1) * z.size(3));
+  at::Tensor state = at::empty({3, J, C}, sums.options());
+  at::Tensor batch = at::empty({2, J, C}, x.options());
+  at::Tensor coef = at::empty({B + 1, C}, x.options()), bias = at::empty({C}, x.options());
+  const double* sum = sums.data_ptr<double>();
+  const double* square = sum + (B + 1) * C;
+  const float *g = gamma.data_ptr<float>(), *bt = beta.data_ptr<float>();
+  const CentreTaps centre{scale.numel() > 0 ? scale.data_ptr<float>() : nullptr, B};
+  double *mean_out = state.data_ptr<double>(), *inv_out = mean_out + J * C, *a_out = inv_out + J * C;
+  float *batch_mean = batch.data_ptr<float>(), *batch_var = batch_mean + J * C;
+  float *coef_out = coef.data_ptr<float>(), *bias_out = bias.data_ptr<float>();
+  for (int64_t c = 0; c < C; ++c) {
+    const double centre_mean = sum[B * C + c] / count;
+    const double centre_var = std::max(square[B * C + c] / count - centre_mean * centre_mean, 0.0);
+    double centre_coef = 0, shift = 0;
+    for (int64_t j = 0; j < J; ++j) {
+      const int64_t at = j * C + c;
+      double mean, var, w = 1;
+      if (j < B) {
+        mean = sum[at] / count;
+        var = std::max(square[at] / count - mean * mean, 0.0);
+      } else {
+        w = centre.weight(j, c);
+        mean = w * centre_mean;
+        var = w * w * centre_var;
+      }
+      const double inv = 1.0 / std::sqrt(var + eps), a = g[at] * inv;
+      mean_out[at] = mean;
+      inv_out[at] = inv;
+      a_out[at] = a;
+      batch_mean[at] = float(mean);
+      batch_var[at] = float(var * count / std::max(count - 1, 1.0));
+      if (j < B) coef_out[at] = float(a);
+      else centre_coef += w * a;
+      shift += bt[at] - mean * a;
+    }
+    coef_out[B * C + c] = float(centre_coef);
+    bias_out[c] = float(shift);
+  }
+  at::Tensor y = branches_combine(z, x, weight, coef, bias, stride);
+  return {y, z, sums, state, batch[0], batch[1]};
+}
+
+// Train-mode backward from the forward's state: returns grad_x, grad_weight (B, k, k, C), grad_scale (C, or
+// empty), grad_gamma and grad_beta (J, C). With g = dL/dy, per branch: dbeta = sum g,
+// dgamma = (sum g z - mean sum g) inv_std, and BN's input gradient a g - e z + f with
+// e = a dgamma inv_std / count, f = e mean - a sum g / count.
+std::vector<at::Tensor> train_backward(const at::Tensor& grad_y, const at::Tensor& z, const at::Tensor& x,
+                                       const at::Tensor& weight, const at::Tensor& scale, const at::Tensor& sums,
+                                       const at::Tensor& state, int64_t stride) {
+  const int64_t B = weight.size(0), C = weight.size(3), J = state.size(1);
+  const at::Tensor gy = grad_y.contiguous(at::MemoryFormat::ChannelsLast);
+  const double count = double(z.size(0) * z.size(1) * z.size(3));
+  const at::Tensor grad_sums = branches_grad_sums(gy, z, x, weight, stride);
+  at::Tensor coef = at::empty({3, B, C}, x.options()), pointwise = at::zeros({3, C}, x.options());
+  at::Tensor grad_affine = at::empty({2, J, C}, x.options());
+  at::Tensor grad_scale = at::empty({scale.numel() > 0 ? C : 0}, x.options());
+  const double* gs = grad_sums.data_ptr<double>();
+  const double *mean = state.data_ptr<double>(), *inv = mean + J * C, *a_in = inv + J * C;
+  const double *sum = sums.data_ptr<double>(), *square = sum + (B + 1) * C;
+  const CentreTaps centre{scale.numel() > 0 ? scale.data_ptr<float>() : nullptr, B};
+  float *a_out = coef.data_ptr<float>(), *e_out = a_out + B * C, *f_out = e_out + B * C;
+  float *big_a = pointwise.data_ptr<float>(), *big_e = big_a + C, *big_f = big_e + C;
+  float *grad_gamma = grad_affine.data_ptr<float>(), *grad_beta = grad_gamma + J * C;
+  for (int64_t c = 0; c < C; ++c) {
+    const double total = gs[B * C + c], centre_dot = gs[(B + 1) * C + c];
+    double sum_a = 0, sum_e = 0, sum_f = 0;
+    for (int64_t j = 0; j < J; ++j) {
+      const int64_t at = j * C + c;
+      const double w = j < B ? 1.0 : centre.weight(j, c);
+      const double dot = j < B ? gs[at] : w * centre_dot;
+      const double dgamma = (dot - mean[at] * total) * inv[at];
+      const double e = a_in[at] * dgamma * inv[at] / count, f = e * mean[at] - a_in[at] * total / count;
+      grad_gamma[at] = float(dgamma);
+      grad_beta[at] = float(total);
+      if (j < B) {
+        a_out[at] = float(a_in[at]);
+        e_out[at] = float(e);
+        f_out[at] = float(f);
+        continue;
+      }
+      sum_a += w * a_in[at];
+      sum_e += w * w * e;
+      sum_f += w * f;
+      if (j == B && centre.scale)  // sum over pixels of (a g - e s x + f) x on the centre taps
+        grad_scale.data_ptr<float>()[c] = float(a_in[at] * centre_dot - e * w * square[B * C + c] + f * sum[B * C + c]);
+    }
+    big_a[c] = float(sum_a);
+    big_e[c] = float(sum_e);
+    big_f[c] = float(sum_f);
+  }
+  std::vector<at::Tensor> grads = branches_backward(gy, z, x, weight, coef, pointwise, stride);
+  return {grads[0], grads[1], grad_scale, grad_affine[0], grad_affine[1]};
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("forward", &branches_forward, "branch outputs and their per-channel sums");
-  m.def("combine", &branches_combine, "normalized sum of the branches");
-  m.def("grad_sums", &branches_grad_sums, "per-channel sums for BN's backward");
-  m.def("backward", &branches_backward, "input and kernel gradients");
+  m.def("train_forward", &train_forward, "train-mode forward of a depthwise re-parameterizable block");
+  m.def("train_backward", &train_backward, "its backward");
 }
