@@ -15,6 +15,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <cstring>
 #include <vector>
 
 namespace {
@@ -146,6 +147,63 @@ void for_each_tile(const Geometry& g, int64_t columns, const Body& body) {
   for (int64_t p0 = 0; p0 < columns; p0 += pixels) body(p0, std::min(columns, p0 + pixels));
 }
 
+// The k² taps' input pixels for output columns [p0, p1) of row (n, ho), each (p1 - p0) × C floats: views
+// into x where a tap sees only input (stride 1), else copies in `scratch` (k² × tile floats) with zeros
+// for the padding.
+void tap_tiles(const Geometry& g, const float* x, int64_t n, int64_t ho, int64_t p0, int64_t p1, float* scratch,
+               const float** taps) {
+  const int64_t len = (p1 - p0) * g.c;
+  for (int64_t i = 0; i < g.k; ++i) {
+    const int64_t hi_in = ho * g.stride - g.pad + i;
+    const bool row_inside = hi_in >= 0 && hi_in < g.h;
+    const float* row = x + (n * g.h + (row_inside ? hi_in : 0)) * g.w * g.c;
+    for (int64_t j = 0; j < g.k; ++j) {
+      auto [lo, hi] = column_range(g, j);
+      lo = std::max(lo, p0);
+      hi = std::min(hi, p1);
+      const int64_t t = i * g.k + j;
+      if (g.stride == 1 && row_inside && lo == p0 && hi == p1) {
+        taps[t] = row + (p0 - g.pad + j) * g.c;
+        continue;
+      }
+      float* copy = scratch + t * g.tile;
+      std::fill_n(copy, len, 0.f);
+      for (int64_t wo = lo; row_inside && wo < hi; ++wo)
+        std::copy_n(row + (wo * g.stride - g.pad + j) * g.c, g.c, copy + (wo - p0) * g.c);
+      taps[t] = copy;
+    }
+  }
+}
+
+// Eight floats as one value (GCC/Clang vector extension: one AVX register, or two SSE ones).
+typedef float Vec8 __attribute__((vector_size(32)));
+
+inline Vec8 load8(const float* p) {
+  Vec8 v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+// out[m] = sum_t w[t][m] * in[t][m], m < len: the sums stay in registers over all terms (one load of each
+// operand per multiply-add instead of also loading and storing the sum).
+void weighted_sum(float* out, const float* const* w, const float* const* in, int64_t terms, int64_t len) {
+  int64_t m = 0;
+  for (; m + 16 <= len; m += 16) {
+    Vec8 low = {}, high = {};
+    for (int64_t t = 0; t < terms; ++t) {
+      low += load8(w[t] + m) * load8(in[t] + m);
+      high += load8(w[t] + m + 8) * load8(in[t] + m + 8);
+    }
+    std::memcpy(out + m, &low, sizeof low);
+    std::memcpy(out + m + 8, &high, sizeof high);
+  }
+  for (; m < len; ++m) {
+    float acc = 0.f;
+    for (int64_t t = 0; t < terms; ++t) acc += w[t][m] * in[t][m];
+    out[m] = acc;
+  }
+}
+
 }  // namespace
 
 // Every conv branch's output z (N, Ho, B, Wo, C) and, in double, (2, B + 1, C): per channel the sum and
@@ -160,18 +218,15 @@ static std::vector<at::Tensor> branches_forward(const at::Tensor& x, const at::T
   float* z_data = z.data_ptr<float>();
   at::Tensor sums = reduce_rows(g.n * g.ho, 2 * width, [&](int64_t row, float* acc) {
     const int64_t n = row / g.ho, ho = row % g.ho;
-    std::vector<float> scratch(g.stride == 1 ? 0 : row_len);
+    std::vector<float> scratch(std::max(g.k * g.k * T, g.stride == 1 ? 0 : row_len));
+    std::vector<const float*> taps(g.k * g.k), weights(g.k * g.k);
     float* out = z_data + row * B * row_len;
     for_each_tile(g, g.wo, [&](int64_t p0, int64_t p1) {
       const int64_t len = (p1 - p0) * C;
-      for (int64_t b = 0; b < B; ++b) std::fill_n(out + b * row_len + p0 * C, len, 0.f);
-      for (int64_t i = 0; i < g.k; ++i) {
-        for (int64_t j = 0; j < g.k; ++j) {
-          const TapRow tap = tap_row(g, x_data, n, ho, i, j, p0, p1, scratch.data());
-          for (int64_t b = 0; b < B && tap.lo < tap.hi; ++b)
-            multiply_add(out + b * row_len + tap.lo * C, w_data + ((b * g.k + i) * g.k + j) * T, tap.data,
-                         (tap.hi - tap.lo) * C);
-        }
+      tap_tiles(g, x_data, n, ho, p0, p1, scratch.data(), taps.data());
+      for (int64_t b = 0; b < B; ++b) {
+        for (int64_t t = 0; t < g.k * g.k; ++t) weights[t] = w_data + (b * g.k * g.k + t) * T;
+        weighted_sum(out + b * row_len + p0 * C, weights.data(), taps.data(), g.k * g.k, len);
       }
       for (int64_t b = 0; b < B; ++b) {
         const float* values = out + b * row_len + p0 * C;
