@@ -1,13 +1,12 @@
 """Train-mode depthwise RepConvBN as one autograd op backed by a small C++ kernel (CPU, channels-last).
 
 Each k×k branch is BN(z_b) with z_b = w_b ⊛ x and BN's batch statistics; the 1×1 scale and identity
-branches are BN(s·x) and BN(x) on the centre tap. Forward: the kernel computes every z_b and the
-per-channel sums of z_b, z_b², x, x² in one pass; from those come each branch's mean μ, variance σ² and
-a = γ / sqrt(σ² + eps), and a second pass writes y = Σ a_b (z_b - μ_b) + β_b. Backward, with g = dL/dy:
-BN's input gradient is gz_b = a_b g - e_b z_b + f_b, e_b = a_b dγ_b / (N (σ_b² + eps)^½),
-f_b = e_b μ_b - a_b Σg / N, dγ_b = (Σ g z_b - μ_b Σg) / (σ_b² + eps)^½, dβ_b = Σg; one reduction pass gives
-those sums, one pass the kernels' gradients, one the input's gradient. Same numbers as the branches
-(float rounding aside), without the ~30 kernel calls and full-size maps PyTorch needs per block.
+branches are BN(s·x) and BN(x) on the centre tap. Once the batch statistics are known the block is linear
+in x, so the forward is a statistics pass and one conv with the combined kernel; BN's backward, with
+g = dL/dy, is a_b g - e_b z_b + f_b per branch, whose per-channel coefficients come from a few
+correlations of g with x. Two passes over the maps forward and two backward (PyTorch's branches: ~30
+kernels and as many full-size maps per block); the formulas are in ``csrc/depthwise_branches.cpp``. Same
+numbers as the branches up to float rounding (``tests/test_depthwise_train_kernel.py``).
 
 The kernel is compiled on first use (torch.utils.cpp_extension, ~40 s, cached under
 TORCH_EXTENSIONS_DIR per CPU instruction set); without a compiler ghostdet warns once and trains with the

@@ -1,42 +1,50 @@
-// Train-mode depthwise re-parameterizable block in few memory passes (CPU, float32, NHWC).
+// Train-mode depthwise re-parameterizable block in few memory passes (CPU, float32, channels-last).
 //
-// A depthwise RepConvBN in train mode is B parallel k×k depthwise convs, each followed by BN with batch
-// statistics, plus optional "pointwise" branches (1×1 scale conv-BN, BN identity) that only read the
-// centre tap. PyTorch runs that as B convs, up to B + 2 BN passes and the sums, forward and backward
-// (~30 kernels and as many full-size maps). Here the forward is two passes (branch outputs + their sums,
-// then the normalized sum) and the backward three (two reductions, one gather). The per-channel algebra
-// (means, variances, BN gradients) is done by the caller on (branches × channels) tensors; see
-// ghostdet/models/layers/depthwise_train.py for the formulas.
+// A depthwise RepConvBN in train mode is B parallel k×k depthwise convs z_b = w_b ⊛ x, each followed by BN
+// with batch statistics, plus optional centre-tap branches (1×1 scale conv-BN: BN(s·x); identity: BN(x)),
+// summed. PyTorch runs that as B convs, up to B + 2 BN passes and the sums, forward and backward: ~30
+// kernels, each a full pass over a full-size map. The maps are what cost on a CPU, so here:
+//   forward  1. statistics: z_b (stored for the backward), its sum and sum of squares per channel, and the
+//               correlations Σ_p z_b(p) x_t(p), Σ_p x_t(p) of every branch with every kernel tap t that the
+//               kernel gradient needs (they do not depend on the upstream gradient);
+//            2. output: y = W ⊛ x + bias, one conv whose kernel W = Σ_b a_b w_b (+ the centre-tap branches)
+//               and bias come from the batch statistics (a_b = γ_b / sqrt(var_b + eps)).
+//   backward 1. correlations of the upstream gradient g with the input, Σ_p g(p) x_t(p), and Σ_p g(p);
+//               the kernel gradients are then per-channel algebra (BN's input gradient of branch b is
+//               a_b g - e_b z_b + f_b, see train_backward);
+//            2. input gradient: Σ_t over kernel taps of W_t g - Σ_b e_b w_b,t z_b + Σ_b f_b w_b,t, gathered.
+// Maps read or written: 6 forward, 6 backward (PyTorch: ~40). The per-channel algebra runs in double.
 //
-// Layouts: x and every map are channels-last (N, H, W, C in memory); kernels are (B, k, k, C).
-// z / gz hold each conv branch's output row contiguously: (N, Ho, B, Wo, C).
+// Layouts: x, y and their gradients are channels-last (N, H, W, C in memory); kernels are (B, k, k, C);
+// z keeps each branch's output row contiguous: (N, Ho, B, Wo, C).
 #include <torch/extension.h>
 
 #include <ATen/Parallel.h>
 
 #include <algorithm>
-#include <cstring>
+#include <cmath>
 #include <vector>
 
 namespace {
 
+// Loops run along rows with per-channel values repeated over a tile of pixels (kTileFloats floats, at
+// least one pixel), so that few-channel maps (8..48 channels at high resolution) still get long loops.
+constexpr int64_t kTileFloats = 256;
+
 struct Geometry {
   int64_t n, c, h, w, k, stride, pad, ho, wo, branches;
-  int64_t tile;  // channels × pixels per tile: per-channel values are repeated to this length (see below)
-  int64_t row() const { return wo * c; }
+  int64_t tile;  // floats per tile: a whole number of pixels
+  int64_t taps() const { return k * k; }
+  int64_t centre() const { return pad * k + pad; }
 };
-
-// Loops run along whole rows (Wo × C floats) with per-channel values repeated over a tile of pixels,
-// so that few-channel maps (8..48 channels at high resolution) still get long vectorizable loops.
-constexpr int64_t kTileFloats = 256;
 
 Geometry geometry_of(const at::Tensor& x, const at::Tensor& weight, int64_t stride) {
   TORCH_CHECK(x.dim() == 4 && x.scalar_type() == at::kFloat && !x.is_cuda() &&
                   x.is_contiguous(at::MemoryFormat::ChannelsLast),
               "depthwise_branches: x must be a float32 CPU tensor in channels-last memory format");
-  TORCH_CHECK(weight.dim() == 4 && weight.is_contiguous() && weight.size(1) == weight.size(2) &&
-                  weight.size(1) % 2 == 1 && weight.size(3) == x.size(1),
-              "depthwise_branches: weight must be a contiguous (branches, k, k, channels) tensor, odd k");
+  TORCH_CHECK(weight.dim() == 4 && weight.is_contiguous() && weight.scalar_type() == at::kFloat &&
+                  weight.size(1) == weight.size(2) && weight.size(1) % 2 == 1 && weight.size(3) == x.size(1),
+              "depthwise_branches: weight must be a contiguous float32 (branches, k, k, channels) tensor, odd k");
   TORCH_CHECK(stride >= 1, "depthwise_branches: stride must be positive");
   Geometry g{x.size(0), x.size(1), x.size(2), x.size(3), weight.size(1), stride, weight.size(1) / 2,
              0, 0, weight.size(0), 0};
@@ -58,13 +66,13 @@ at::Tensor tiled(const at::Tensor& per_channel, const Geometry& g) {
   return out;
 }
 
-// (rows × tile) tiled sums -> (rows, C).
+// (rows, tile) sums -> (rows, C).
 at::Tensor untiled(const at::Tensor& sums, const Geometry& g) {
   return sums.view({-1, g.tile / g.c, g.c}).sum(1);
 }
 
-inline void multiply_add(float* __restrict__ out, const float* __restrict__ a,
-                         const float* __restrict__ b, int64_t n) {
+inline void multiply_add(float* __restrict__ out, const float* __restrict__ a, const float* __restrict__ b,
+                         int64_t n) {
   for (int64_t i = 0; i < n; ++i) out[i] += a[i] * b[i];
 }
 
@@ -72,20 +80,83 @@ inline void add(float* __restrict__ out, const float* __restrict__ a, int64_t n)
   for (int64_t i = 0; i < n; ++i) out[i] += a[i];
 }
 
-// out[m] += tile_values[m % tile] * b[m], m < len (len and tile are multiples of C).
-inline void tiled_multiply_add(float* out, const float* tile_values, const float* b, int64_t len,
-                               int64_t tile) {
-  for (int64_t s = 0; s < len; s += tile) multiply_add(out + s, tile_values, b + s, std::min(tile, len - s));
+// Eight floats as one value (GCC/Clang vector extension: one AVX register, or two SSE ones), unaligned.
+// Typed loads and stores (not memcpy) let the compiler keep the pointer tables below in registers.
+typedef float Vec8 __attribute__((vector_size(32), aligned(4)));
+
+inline Vec8 load8(const float* p) { return *reinterpret_cast<const Vec8*>(p); }
+
+inline void store8(float* p, Vec8 v) { *reinterpret_cast<Vec8*>(p) = v; }
+
+// out[m] (+)= sum_t w[t][m] * in[t][m], m < len: the sums stay in registers over all terms (one load of
+// each operand per multiply-add, instead of also loading and storing the sum).
+void weighted_sum(float* out, const float* const* w, const float* const* in, int64_t terms, int64_t len,
+                  bool accumulate) {
+  int64_t m = 0;
+  for (; m + 16 <= len; m += 16) {
+    Vec8 low = {}, high = {};
+    if (accumulate) {
+      low = load8(out + m);
+      high = load8(out + m + 8);
+    }
+    for (int64_t t = 0; t < terms; ++t) {
+      low += load8(w[t] + m) * load8(in[t] + m);
+      high += load8(w[t] + m + 8) * load8(in[t] + m + 8);
+    }
+    store8(out + m, low);
+    store8(out + m + 8, high);
+  }
+  for (; m < len; ++m) {
+    float acc = accumulate ? out[m] : 0.f;
+    for (int64_t t = 0; t < terms; ++t) acc += w[t][m] * in[t][m];
+    out[m] = acc;
+  }
 }
 
-// acc[m % tile] += a[m] * b[m], m < len.
-inline void tiled_dot(float* acc, const float* a, const float* b, int64_t len, int64_t tile) {
-  for (int64_t s = 0; s < len; s += tile) multiply_add(acc, a + s, b + s, std::min(tile, len - s));
+// acc[t * acc_stride + c] += Σ_{p < pixels} a[p C + c] · in[t][p C + c], for N terms t and channels c < C:
+// one register sum per term, so that N independent multiply-add chains run side by side.
+template <int N>
+void correlate_group(float* acc, int64_t acc_stride, const float* a, const float* const* in, int64_t pixels,
+                     int64_t C) {
+  int64_t c = 0;
+  for (; c + 8 <= C; c += 8) {
+    Vec8 sum[N] = {};
+    for (int64_t p = 0; p < pixels; ++p) {
+      const Vec8 av = load8(a + p * C + c);
+      for (int t = 0; t < N; ++t) sum[t] += av * load8(in[t] + p * C + c);
+    }
+    for (int t = 0; t < N; ++t) {
+      store8(acc + t * acc_stride + c, load8(acc + t * acc_stride + c) + sum[t]);
+    }
+  }
+  for (; c < C; ++c) {
+    float sum[N] = {};
+    for (int64_t p = 0; p < pixels; ++p)
+      for (int t = 0; t < N; ++t) sum[t] += a[p * C + c] * in[t][p * C + c];
+    for (int t = 0; t < N; ++t) acc[t * acc_stride + c] += sum[t];
+  }
 }
 
-// acc[m % tile] += a[m], m < len.
-inline void tiled_sum(float* acc, const float* a, int64_t len, int64_t tile) {
-  for (int64_t s = 0; s < len; s += tile) add(acc, a + s, std::min(tile, len - s));
+// correlate_group over any number of terms, in near-equal groups of at most 8 (16 vector registers).
+void correlate(float* acc, int64_t acc_stride, const float* a, const float* const* in, int64_t terms,
+               int64_t pixels, int64_t C) {
+  const int64_t groups = (terms + 7) / 8;
+  for (int64_t t0 = 0, g = 0; g < groups; ++g) {
+    const int64_t n = (terms - t0 + (groups - g) - 1) / (groups - g);
+    float* out = acc + t0 * acc_stride;
+    const float* const* inputs = in + t0;
+    switch (n) {
+      case 1: correlate_group<1>(out, acc_stride, a, inputs, pixels, C); break;
+      case 2: correlate_group<2>(out, acc_stride, a, inputs, pixels, C); break;
+      case 3: correlate_group<3>(out, acc_stride, a, inputs, pixels, C); break;
+      case 4: correlate_group<4>(out, acc_stride, a, inputs, pixels, C); break;
+      case 5: correlate_group<5>(out, acc_stride, a, inputs, pixels, C); break;
+      case 6: correlate_group<6>(out, acc_stride, a, inputs, pixels, C); break;
+      case 7: correlate_group<7>(out, acc_stride, a, inputs, pixels, C); break;
+      default: correlate_group<8>(out, acc_stride, a, inputs, pixels, C); break;
+    }
+    t0 += n;
+  }
 }
 
 // Sums `width` values over `rows` rows: body(row, acc) adds one row into a zeroed float buffer, which is
@@ -118,38 +189,16 @@ inline std::pair<int64_t, int64_t> column_range(const Geometry& g, int64_t j) {
   return {lo, std::max(lo, hi)};
 }
 
-// The input pixels that tap (i, j) reads for output row (n, ho), columns [p0, p1): `data` holds the one
-// for output column lo, then the next ones contiguously up to hi (stride 1: a view of the input row;
-// otherwise gathered into `scratch`, (p1 - p0) × C floats). lo == hi when the tap only sees padding.
-struct TapRow {
-  const float* data;
-  int64_t lo, hi;
-};
-
-TapRow tap_row(const Geometry& g, const float* x, int64_t n, int64_t ho, int64_t i, int64_t j, int64_t p0,
-               int64_t p1, float* scratch) {
-  const int64_t hi_in = ho * g.stride - g.pad + i;
-  auto [lo, hi] = column_range(g, j);
-  lo = std::max(lo, p0);
-  hi = std::min(hi, p1);
-  if (hi_in < 0 || hi_in >= g.h || lo >= hi) return {nullptr, 0, 0};
-  const float* row = x + (n * g.h + hi_in) * g.w * g.c;
-  if (g.stride == 1) return {row + (lo - g.pad + j) * g.c, lo, hi};
-  for (int64_t wo = lo; wo < hi; ++wo)
-    std::copy_n(row + (wo * g.stride - g.pad + j) * g.c, g.c, scratch + (wo - lo) * g.c);
-  return {scratch, lo, hi};
-}
-
-// Work goes tile by tile along a row (a tile = tile / C pixels, all branches), so partial sums stay in L1.
+// Work goes tile by tile along a row of `columns` pixels.
 template <typename Body>
 void for_each_tile(const Geometry& g, int64_t columns, const Body& body) {
   const int64_t pixels = g.tile / g.c;
   for (int64_t p0 = 0; p0 < columns; p0 += pixels) body(p0, std::min(columns, p0 + pixels));
 }
 
-// The k² taps' input pixels for output columns [p0, p1) of row (n, ho), each (p1 - p0) × C floats: views
-// into x where a tap sees only input (stride 1), else copies in `scratch` (k² × tile floats) with zeros
-// for the padding.
+// The k² taps' input pixels for output columns [p0, p1) of output row (n, ho), each (p1 - p0) × C floats:
+// views into x where a tap sees only input (stride 1), else copies in `scratch` (k² × tile floats) with
+// zeros for the padding.
 void tap_tiles(const Geometry& g, const float* x, int64_t n, int64_t ho, int64_t p0, int64_t p1, float* scratch,
                const float** taps) {
   const int64_t len = (p1 - p0) * g.c;
@@ -175,257 +224,251 @@ void tap_tiles(const Geometry& g, const float* x, int64_t n, int64_t ho, int64_t
   }
 }
 
-// Eight floats as one value (GCC/Clang vector extension: one AVX register, or two SSE ones).
-typedef float Vec8 __attribute__((vector_size(32)));
+// Row layout of the forward statistics, (rows, C) per channel. Each branch's sum and sum of squares follow
+// from them: Σ_p z_b = Σ_t w_b,t Σ_p x_t and Σ_p z_b² = Σ_t w_b,t Σ_p z_b x_t.
+struct StatRows {
+  int64_t branches, taps;
+  int64_t cross(int64_t b, int64_t t) const { return b * taps + t; }  // Σ_p z_b(p) x_t(p)
+  int64_t tap(int64_t t) const { return branches * taps + t; }        // Σ_p x_t(p)
+  int64_t centre_square() const { return (branches + 1) * taps; }     // Σ_p x_centre(p)²
+  int64_t count() const { return centre_square() + 1; }
+};
 
-inline Vec8 load8(const float* p) {
-  Vec8 v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
-
-// out[m] = sum_t w[t][m] * in[t][m], m < len: the sums stay in registers over all terms (one load of each
-// operand per multiply-add instead of also loading and storing the sum).
-void weighted_sum(float* out, const float* const* w, const float* const* in, int64_t terms, int64_t len) {
-  int64_t m = 0;
-  for (; m + 16 <= len; m += 16) {
-    Vec8 low = {}, high = {};
-    for (int64_t t = 0; t < terms; ++t) {
-      low += load8(w[t] + m) * load8(in[t] + m);
-      high += load8(w[t] + m + 8) * load8(in[t] + m + 8);
-    }
-    std::memcpy(out + m, &low, sizeof low);
-    std::memcpy(out + m + 8, &high, sizeof high);
-  }
-  for (; m < len; ++m) {
-    float acc = 0.f;
-    for (int64_t t = 0; t < terms; ++t) acc += w[t][m] * in[t][m];
-    out[m] = acc;
-  }
-}
-
-}  // namespace
-
-// Every conv branch's output z (N, Ho, B, Wo, C) and, in double, (2, B + 1, C): per channel the sum and
-// the sum of squares of each branch's output (rows 0..B-1) and of the centre-tap input (row B).
-static std::vector<at::Tensor> branches_forward(const at::Tensor& x, const at::Tensor& weight, int64_t stride) {
+// Forward pass 1: z (N, Ho, B, Wo, C) and the statistics (StatRows, C) in double.
+std::vector<at::Tensor> forward_statistics(const at::Tensor& x, const at::Tensor& weight, int64_t stride) {
   const Geometry g = geometry_of(x, weight, stride);
-  const int64_t B = g.branches, C = g.c, row_len = g.row(), T = g.tile, width = (B + 1) * T;
+  const int64_t B = g.branches, C = g.c, K = g.taps(), T = g.tile, row_len = g.wo * C;
+  const StatRows rows{B, K};
   at::Tensor z = at::empty({g.n, g.ho, B, g.wo, C}, x.options());
-  const at::Tensor taps = tiled(weight, g);
+  const at::Tensor kernel = tiled(weight, g);
   const float* x_data = x.data_ptr<float>();
-  const float* w_data = taps.data_ptr<float>();
+  const float* w_data = kernel.data_ptr<float>();
   float* z_data = z.data_ptr<float>();
-  at::Tensor sums = reduce_rows(g.n * g.ho, 2 * width, [&](int64_t row, float* acc) {
-    const int64_t n = row / g.ho, ho = row % g.ho;
-    std::vector<float> scratch(std::max(g.k * g.k * T, g.stride == 1 ? 0 : row_len));
-    std::vector<const float*> taps(g.k * g.k), weights(g.k * g.k);
+  const std::vector<float> ones(T, 1.f);
+  at::Tensor sums = reduce_rows(g.n * g.ho, rows.count() * T, [&](int64_t row, float* acc) {
+    std::vector<float> scratch(K * T);
+    std::vector<const float*> taps(K), weights(K);
     float* out = z_data + row * B * row_len;
     for_each_tile(g, g.wo, [&](int64_t p0, int64_t p1) {
       const int64_t len = (p1 - p0) * C;
-      tap_tiles(g, x_data, n, ho, p0, p1, scratch.data(), taps.data());
+      tap_tiles(g, x_data, row / g.ho, row % g.ho, p0, p1, scratch.data(), taps.data());
       for (int64_t b = 0; b < B; ++b) {
-        for (int64_t t = 0; t < g.k * g.k; ++t) weights[t] = w_data + (b * g.k * g.k + t) * T;
-        weighted_sum(out + b * row_len + p0 * C, weights.data(), taps.data(), g.k * g.k, len);
+        float* zb = out + b * row_len + p0 * C;
+        for (int64_t t = 0; t < K; ++t) weights[t] = w_data + (b * K + t) * T;
+        weighted_sum(zb, weights.data(), taps.data(), K, len, false);
+        correlate(acc + rows.cross(b, 0) * T, T, zb, taps.data(), K, p1 - p0, C);
       }
-      for (int64_t b = 0; b < B; ++b) {
-        const float* values = out + b * row_len + p0 * C;
-        add(acc + b * T, values, len);
-        multiply_add(acc + width + b * T, values, values, len);
-      }
+      correlate(acc + rows.tap(0) * T, T, ones.data(), taps.data(), K, p1 - p0, C);
+      correlate(acc + rows.centre_square() * T, T, taps[g.centre()], taps.data() + g.centre(), 1, p1 - p0, C);
     });
-    const TapRow centre = tap_row(g, x_data, n, ho, g.pad, g.pad, 0, g.wo, scratch.data());
-    tiled_sum(acc + B * T, centre.data, row_len, T);
-    tiled_dot(acc + width + B * T, centre.data, centre.data, row_len, T);
   });
-  return {z, untiled(sums, g).view({2, B + 1, C})};
+  return {z, untiled(sums, g)};
 }
 
-// y = bias + sum_b coef[b] * z_b + coef[B] * centre-tap input, as an (N, C, Ho, Wo) channels-last map.
-static at::Tensor branches_combine(const at::Tensor& z, const at::Tensor& x, const at::Tensor& weight,
-                            const at::Tensor& coef, const at::Tensor& bias, int64_t stride) {
+// Forward pass 2: y = kernel ⊛ x + bias, kernel (k, k, C), as an (N, C, Ho, Wo) channels-last map.
+at::Tensor forward_output(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& kernel,
+                          const at::Tensor& bias, int64_t stride) {
   const Geometry g = geometry_of(x, weight, stride);
-  const int64_t B = g.branches, row_len = g.row(), T = g.tile;
-  TORCH_CHECK(coef.numel() == (B + 1) * g.c && bias.numel() == g.c,
-              "depthwise_branches: coef must be (B + 1, C) and bias (C)");
-  at::Tensor y = at::empty({g.n, g.c, g.ho, g.wo}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
-  const at::Tensor coef_tiles = tiled(coef, g), bias_tile = tiled(bias, g);
+  const int64_t C = g.c, K = g.taps(), T = g.tile;
+  at::Tensor y = at::empty({g.n, C, g.ho, g.wo}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
+  const at::Tensor kernel_tiles = tiled(kernel, g), bias_tile = tiled(bias, g);
   const float* x_data = x.data_ptr<float>();
-  const float* z_data = z.data_ptr<float>();
-  const float* coef_data = coef_tiles.data_ptr<float>();
   const float* bias_data = bias_tile.data_ptr<float>();
   float* y_data = y.data_ptr<float>();
+  std::vector<const float*> weights(K + 1);
+  for (int64_t t = 0; t < K; ++t) weights[t] = kernel_tiles.data_ptr<float>() + t * T;
+  weights[K] = bias_data;
+  const std::vector<float> ones(T, 1.f);
   at::parallel_for(0, g.n * g.ho, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> scratch(g.stride == 1 ? 0 : row_len);
+    std::vector<float> scratch(K * T);
+    std::vector<const float*> taps(K + 1);
+    taps[K] = ones.data();
     for (int64_t row = begin; row < end; ++row) {
-      float* out = y_data + row * row_len;
-      for (int64_t s = 0; s < row_len; s += T) std::copy_n(bias_data, std::min(T, row_len - s), out + s);
-      for (int64_t b = 0; b < B; ++b)
-        tiled_multiply_add(out, coef_data + b * T, z_data + (row * B + b) * row_len, row_len, T);
-      const TapRow centre = tap_row(g, x_data, row / g.ho, row % g.ho, g.pad, g.pad, 0, g.wo, scratch.data());
-      tiled_multiply_add(out, coef_data + B * T, centre.data, row_len, T);
+      for_each_tile(g, g.wo, [&](int64_t p0, int64_t p1) {
+        tap_tiles(g, x_data, row / g.ho, row % g.ho, p0, p1, scratch.data(), taps.data());
+        weighted_sum(y_data + (row * g.wo + p0) * C, weights.data(), taps.data(), K + 1, (p1 - p0) * C, false);
+      });
     }
   });
   return y;
 }
 
-// Per channel, in double, (B + 2, C): sum of gy * z_b (rows 0..B-1), of gy (row B) and of gy * centre-tap
-// input (row B + 1): what BN's backward needs from the upstream gradient gy.
-static at::Tensor branches_grad_sums(const at::Tensor& gy, const at::Tensor& z, const at::Tensor& x,
-                              const at::Tensor& weight, int64_t stride) {
+// Backward pass 1: per channel, in double, (K + 1, C): Σ_p g(p) x_t(p) for every tap t, then Σ_p g(p).
+at::Tensor gradient_statistics(const at::Tensor& gy, const at::Tensor& x, const at::Tensor& weight,
+                               int64_t stride) {
   const Geometry g = geometry_of(x, weight, stride);
-  const int64_t B = g.branches, row_len = g.row(), T = g.tile;
-  TORCH_CHECK(gy.is_contiguous(at::MemoryFormat::ChannelsLast) && gy.numel() == g.n * g.ho * row_len,
-              "depthwise_branches: gy must be a channels-last (N, C, Ho, Wo) map");
+  const int64_t C = g.c, K = g.taps(), T = g.tile;
+  TORCH_CHECK(gy.is_contiguous(at::MemoryFormat::ChannelsLast) && gy.numel() == g.n * g.ho * g.wo * C,
+              "depthwise_branches: the output gradient must be a channels-last (N, C, Ho, Wo) map");
   const float* x_data = x.data_ptr<float>();
-  const float* z_data = z.data_ptr<float>();
   const float* gy_data = gy.data_ptr<float>();
-  at::Tensor sums = reduce_rows(g.n * g.ho, (B + 2) * T, [&](int64_t row, float* acc) {
-    std::vector<float> scratch(g.stride == 1 ? 0 : row_len);
-    const float* grad = gy_data + row * row_len;
-    for (int64_t b = 0; b < B; ++b) tiled_dot(acc + b * T, grad, z_data + (row * B + b) * row_len, row_len, T);
-    tiled_sum(acc + B * T, grad, row_len, T);
-    const TapRow centre = tap_row(g, x_data, row / g.ho, row % g.ho, g.pad, g.pad, 0, g.wo, scratch.data());
-    tiled_dot(acc + (B + 1) * T, grad, centre.data, row_len, T);
+  at::Tensor sums = reduce_rows(g.n * g.ho, (K + 1) * T, [&](int64_t row, float* acc) {
+    std::vector<float> scratch(K * T);
+    std::vector<const float*> taps(K);
+    for_each_tile(g, g.wo, [&](int64_t p0, int64_t p1) {
+      const int64_t len = (p1 - p0) * C;
+      const float* grad = gy_data + (row * g.wo + p0) * C;
+      tap_tiles(g, x_data, row / g.ho, row % g.ho, p0, p1, scratch.data(), taps.data());
+      correlate(acc, T, grad, taps.data(), K, p1 - p0, C);
+      add(acc + K * T, grad, len);
+    });
   });
   return untiled(sums, g);
 }
 
-// Backward of the conv branches given BN's per-channel coefficients (3, B, C): each branch's output
-// gradient is gz_b = a_b * gy - e_b * z_b + f_b. Returns the input gradient (N, C, H, W, channels-last),
-// adding the pointwise branches' centre-tap term A * gy - E * x + F (pointwise rows 0, 1, 2), and the
-// kernels' gradient (B, k, k, C).
-static std::vector<at::Tensor> branches_backward(const at::Tensor& gy, const at::Tensor& z, const at::Tensor& x,
-                                          const at::Tensor& weight, const at::Tensor& coef,
-                                          const at::Tensor& pointwise, int64_t stride) {
+// Columns [q0 + shift, q1 + shift) of a row of `columns` pixels, zeros outside it: a view when inside,
+// else a zero-padded copy in `copy`. A null row stands for a row of ones.
+const float* shifted_columns(const float* row, const float* ones, int64_t q0, int64_t q1, int64_t shift,
+                             int64_t columns, int64_t C, float* copy) {
+  const int64_t first = q0 + shift, last = q1 + shift;
+  if (first >= 0 && last <= columns) return row ? row + first * C : ones;
+  std::fill_n(copy, (q1 - q0) * C, 0.f);
+  const int64_t lo = std::max<int64_t>(first, 0), hi = std::min(last, columns);
+  if (lo < hi) std::copy_n(row ? row + lo * C : ones, (hi - lo) * C, copy + (lo - first) * C);
+  return copy;
+}
+
+// Backward pass 2: the input gradient, an (N, C, H, W) channels-last map. Output pixel p reads input pixel
+// q through tap t; q receives, for every such (p, t): kernel[t] g(p) + Σ_b cross[b, t] z_b(p) + constant[t],
+// and, where q is p's centre tap, - centre_x x(q). Stride 1: gathered per input tile, all terms summed in
+// registers; otherwise scattered per tap.
+at::Tensor input_gradient(const at::Tensor& gy, const at::Tensor& z, const at::Tensor& x, const at::Tensor& weight,
+                          const at::Tensor& kernel, const at::Tensor& cross, const at::Tensor& constant,
+                          const at::Tensor& centre_x, int64_t stride) {
   const Geometry g = geometry_of(x, weight, stride);
-  const int64_t B = g.branches, C = g.c, row_len = g.row(), T = g.tile, kk = g.k * g.k;
-  TORCH_CHECK(coef.numel() == 3 * B * C && pointwise.numel() == 3 * C,
-              "depthwise_branches: coef must be (3, B, C) and pointwise (3, C)");
-  const at::Tensor coef_tiles = tiled(coef, g), pointwise_tiles = tiled(pointwise, g), taps = tiled(weight, g);
+  const int64_t B = g.branches, C = g.c, K = g.taps(), T = g.tile, row_len = g.wo * C, terms = B + 2;
+  const at::Tensor kernel_tiles = tiled(kernel, g), cross_tiles = tiled(cross, g);
+  const at::Tensor constant_tiles = tiled(constant, g), centre_tile = tiled(-centre_x, g);
+  const float *kernel_data = kernel_tiles.data_ptr<float>(), *cross_data = cross_tiles.data_ptr<float>();
+  const float *constant_data = constant_tiles.data_ptr<float>(), *centre_data = centre_tile.data_ptr<float>();
   const float* x_data = x.data_ptr<float>();
   const float* z_data = z.data_ptr<float>();
   const float* gy_data = gy.data_ptr<float>();
-  const float* w_data = taps.data_ptr<float>();
-  const float *a = coef_tiles.data_ptr<float>(), *e = a + B * T, *f = e + B * T;
-  at::Tensor gz = at::empty_like(z);
-  float* gz_data = gz.data_ptr<float>();
-  at::Tensor grad_weight = reduce_rows(g.n * g.ho, B * kk * T, [&](int64_t row, float* acc) {
-    const int64_t n = row / g.ho, ho = row % g.ho;
-    std::vector<float> scratch(g.stride == 1 ? 0 : T);
-    const float* grad = gy_data + row * row_len;
-    const float* out = z_data + row * B * row_len;
-    float* grad_out = gz_data + row * B * row_len;
-    for_each_tile(g, g.wo, [&](int64_t p0, int64_t p1) {
-      for (int64_t b = 0; b < B; ++b) {
-        const int64_t base = b * row_len + p0 * C;
-        const float *ab = a + b * T, *eb = e + b * T, *fb = f + b * T, *gr = grad + p0 * C;
-        for (int64_t m = 0; m < (p1 - p0) * C; ++m)
-          grad_out[base + m] = ab[m] * gr[m] - eb[m] * out[base + m] + fb[m];
-      }
-      for (int64_t i = 0; i < g.k; ++i) {
-        for (int64_t j = 0; j < g.k; ++j) {
-          const TapRow tap = tap_row(g, x_data, n, ho, i, j, p0, p1, scratch.data());
-          for (int64_t b = 0; b < B && tap.lo < tap.hi; ++b)
-            multiply_add(acc + ((b * g.k + i) * g.k + j) * T, grad_out + b * row_len + tap.lo * C, tap.data,
-                         (tap.hi - tap.lo) * C);
-        }
-      }
-    });
-  });
-
+  const std::vector<float> ones(T, 1.f);
   at::Tensor grad_x = at::empty({g.n, C, g.h, g.w}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
   float* gx_data = grad_x.data_ptr<float>();
-  const float *big_a = pointwise_tiles.data_ptr<float>(), *big_e = big_a + T, *big_f = big_e + T;
   at::parallel_for(0, g.n * g.h, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> scratch(T);
+    std::vector<float> scratch((K * terms + 1) * T);
+    std::vector<const float*> weights(K * terms + 1), inputs(K * terms + 1);
     for (int64_t row = begin; row < end; ++row) {
       const int64_t n = row / g.h, hi = row % g.h;
       float* out = gx_data + row * g.w * C;
+      const float* in = x_data + row * g.w * C;
+      if (g.stride == 1) {
+        for_each_tile(g, g.w, [&](int64_t q0, int64_t q1) {
+          int64_t used = 0;
+          for (int64_t i = 0; i < g.k; ++i) {
+            const int64_t ho = hi + g.pad - i;
+            if (ho < 0 || ho >= g.ho) continue;
+            const float* grad_row = gy_data + (n * g.ho + ho) * row_len;
+            const float* z_row = z_data + (n * g.ho + ho) * B * row_len;
+            for (int64_t j = 0; j < g.k; ++j) {
+              const int64_t t = i * g.k + j, shift = g.pad - j;
+              const auto term = [&](const float* w, const float* source_row) {
+                weights[used] = w;
+                inputs[used] = shifted_columns(source_row, ones.data(), q0, q1, shift, g.wo, C,
+                                               scratch.data() + used * T);
+                ++used;
+              };
+              term(kernel_data + t * T, grad_row);
+              for (int64_t b = 0; b < B; ++b) term(cross_data + (b * K + t) * T, z_row + b * row_len);
+              term(constant_data + t * T, nullptr);
+            }
+          }
+          weights[used] = centre_data;
+          inputs[used] = in + q0 * C;
+          weighted_sum(out + q0 * C, weights.data(), inputs.data(), used + 1, (q1 - q0) * C, false);
+        });
+        continue;
+      }
       std::fill_n(out, g.w * C, 0.f);
       for (int64_t i = 0; i < g.k; ++i) {  // output row ho reads this input row through tap row i
         const int64_t num = hi + g.pad - i;
         if (num < 0 || num % g.stride != 0 || num / g.stride >= g.ho) continue;
-        const float* grad_out = gz_data + (n * g.ho + num / g.stride) * B * row_len;
-        // Tiles of output columns; each tap (i, j) adds its columns' share into the input columns it read.
+        const int64_t ho = num / g.stride;
+        const float* grad_row = gy_data + (n * g.ho + ho) * row_len;
+        const float* z_row = z_data + (n * g.ho + ho) * B * row_len;
         for_each_tile(g, g.wo, [&](int64_t p0, int64_t p1) {
           for (int64_t j = 0; j < g.k; ++j) {
             auto [lo, hi_col] = column_range(g, j);
             lo = std::max(lo, p0);
             hi_col = std::min(hi_col, p1);
             if (lo >= hi_col) continue;
-            const int64_t len = (hi_col - lo) * C;
-            float* target = g.stride == 1 ? out + (lo - g.pad + j) * C : scratch.data();
-            if (g.stride != 1) std::fill_n(target, len, 0.f);
-            for (int64_t b = 0; b < B; ++b)
-              multiply_add(target, w_data + ((b * g.k + i) * g.k + j) * T, grad_out + b * row_len + lo * C, len);
-            for (int64_t wo = lo; wo < hi_col && g.stride != 1; ++wo)
-              add(out + (wo * g.stride - g.pad + j) * C, target + (wo - lo) * C, C);
+            const int64_t t = i * g.k + j, len = (hi_col - lo) * C;
+            weights[0] = kernel_data + t * T;
+            inputs[0] = grad_row + lo * C;
+            for (int64_t b = 0; b < B; ++b) {
+              weights[1 + b] = cross_data + (b * K + t) * T;
+              inputs[1 + b] = z_row + b * row_len + lo * C;
+            }
+            weights[B + 1] = constant_data + t * T;
+            inputs[B + 1] = ones.data();
+            weighted_sum(scratch.data(), weights.data(), inputs.data(), terms, len, false);
+            for (int64_t wo = lo; wo < hi_col; ++wo)
+              add(out + (wo * g.stride - g.pad + j) * C, scratch.data() + (wo - lo) * C, C);
           }
         });
       }
-      if (hi % g.stride != 0) continue;  // centre taps: input pixel (hi, wo * stride) of output (hi / stride, wo)
-      const float* grad = gy_data + (n * g.ho + hi / g.stride) * row_len;
-      const float* in = x_data + row * g.w * C;
-      for_each_tile(g, g.wo, [&](int64_t p0, int64_t p1) {
-        for (int64_t wo = p0; wo < p1; wo += (g.stride == 1 ? p1 - p0 : 1)) {  // stride 1: the tile at once
-          const int64_t len = (g.stride == 1 ? p1 - p0 : 1) * C;
-          float* o = out + wo * g.stride * C;
-          const float *gr = grad + wo * C, *xi = in + wo * g.stride * C;
-          for (int64_t m = 0; m < len; ++m) o[m] += big_a[m] * gr[m] - big_e[m] * xi[m] + big_f[m];
-        }
-      });
+      if (hi % g.stride != 0) continue;  // centre taps: input (hi, wo * stride) of output (hi / stride, wo)
+      for (int64_t wo = 0; wo < g.wo; ++wo)
+        multiply_add(out + wo * g.stride * C, centre_data, in + wo * g.stride * C, C);
     }
   });
-  return {grad_x, untiled(grad_weight, g).to(at::kFloat).view({B, g.k, g.k, C})};
+  return grad_x;
 }
 
-// BN's per-channel algebra, branch j < J: conv branches first (j < B), then the centre-tap ones, whose
-// per-channel weight is the 1×1 scale conv's (j == B, when `scale` is not empty) or 1 (identity). Scalar
-// loops over (J, C): a few dozen small tensor ops here would cost more than the passes on small maps.
-struct CentreTaps {
-  const float* scale;  // nullptr without a scale branch
-  int64_t first;       // B
+// The centre-tap branches after the B conv branches: the 1×1 scale conv's (if `scale` is not empty), whose
+// per-channel weight is scale, then identity, weight 1.
+struct CentreBranches {
+  const float* scale;
+  int64_t first;
   double weight(int64_t j, int64_t c) const { return j == first && scale ? scale[c] : 1.0; }
 };
 
-// Train-mode forward: returns y (N, C, Ho, Wo, channels-last), z, the state the backward needs (sums
-// (2, B + 1, C) and (3, J, C) double: each branch's batch mean, 1 / sqrt(var + eps), a = gamma / sqrt(var +
-// eps)) and, for the running statistics, the batch means and unbiased variances (J, C, float).
+}  // namespace
+
+// Train-mode forward: returns y (N, C, Ho, Wo, channels-last), then what the backward needs: z, the
+// statistics (StatRows, C) and (3, J, C) double per branch j: batch mean, 1 / sqrt(var + eps), a = gamma /
+// sqrt(var + eps); then, for the running statistics, the batch means and unbiased variances (J, C, float).
 std::vector<at::Tensor> train_forward(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& scale,
                                       const at::Tensor& gamma, const at::Tensor& beta, double eps, int64_t stride,
                                       bool has_identity) {
-  const int64_t B = weight.size(0), C = weight.size(3);
-  const int64_t J = B + (scale.numel() > 0) + has_identity;
+  const int64_t B = weight.size(0), C = weight.size(3), K = weight.size(1) * weight.size(2);
+  const int64_t J = B + (scale.numel() > 0) + has_identity, centre_tap = K / 2;
   TORCH_CHECK(gamma.numel() == J * C && beta.numel() == J * C && gamma.is_contiguous() && beta.is_contiguous() &&
-                  scale.is_contiguous(), "depthwise_branches: gamma and beta must be contiguous (J, C)");
-  std::vector<at::Tensor> passes = branches_forward(x, weight, stride);
-  const at::Tensor z = passes[0], sums = passes[1];
+                  scale.is_contiguous() && gamma.scalar_type() == at::kFloat && beta.scalar_type() == at::kFloat,
+              "depthwise_branches: gamma and beta must be contiguous float32 (J, C)");
+  const StatRows rows{B, K};
+  std::vector<at::Tensor> pass = forward_statistics(x, weight, stride);
+  const at::Tensor z = pass[0], stats = pass[1];
   const double count = double(z.size(0) * z.size(1) * z.size(3));
-  at::Tensor state = at::empty({3, J, C}, sums.options());
+  at::Tensor state = at::empty({3, J, C}, stats.options());
   at::Tensor batch = at::empty({2, J, C}, x.options());
-  at::Tensor coef = at::empty({B + 1, C}, x.options()), bias = at::empty({C}, x.options());
-  const double* sum = sums.data_ptr<double>();
-  const double* square = sum + (B + 1) * C;
-  const float *g = gamma.data_ptr<float>(), *bt = beta.data_ptr<float>();
-  const CentreTaps centre{scale.numel() > 0 ? scale.data_ptr<float>() : nullptr, B};
+  at::Tensor kernel = at::zeros({K, C}, stats.options()), bias = at::zeros({C}, stats.options());
+  const double* s = stats.data_ptr<double>();
+  const float *w = weight.data_ptr<float>(), *g = gamma.data_ptr<float>(), *bt = beta.data_ptr<float>();
+  const CentreBranches centre{scale.numel() > 0 ? scale.data_ptr<float>() : nullptr, B};
   double *mean_out = state.data_ptr<double>(), *inv_out = mean_out + J * C, *a_out = inv_out + J * C;
+  double *kernel_out = kernel.data_ptr<double>(), *bias_out = bias.data_ptr<double>();
   float *batch_mean = batch.data_ptr<float>(), *batch_var = batch_mean + J * C;
-  float *coef_out = coef.data_ptr<float>(), *bias_out = bias.data_ptr<float>();
   for (int64_t c = 0; c < C; ++c) {
-    const double centre_mean = sum[B * C + c] / count;
-    const double centre_var = std::max(square[B * C + c] / count - centre_mean * centre_mean, 0.0);
-    double centre_coef = 0, shift = 0;
+    const double centre_mean = s[rows.tap(centre_tap) * C + c] / count;
+    const double centre_var = std::max(s[rows.centre_square() * C + c] / count - centre_mean * centre_mean, 0.0);
     for (int64_t j = 0; j < J; ++j) {
       const int64_t at = j * C + c;
-      double mean, var, w = 1;
+      double mean = centre_mean, var = centre_var, weight_c = 1;
       if (j < B) {
-        mean = sum[at] / count;
-        var = std::max(square[at] / count - mean * mean, 0.0);
+        double sum = 0, square = 0;
+        for (int64_t t = 0; t < K; ++t) {
+          sum += w[(j * K + t) * C + c] * s[rows.tap(t) * C + c];
+          square += w[(j * K + t) * C + c] * s[rows.cross(j, t) * C + c];
+        }
+        mean = sum / count;
+        var = std::max(square / count - mean * mean, 0.0);
       } else {
-        w = centre.weight(j, c);
-        mean = w * centre_mean;
-        var = w * w * centre_var;
+        weight_c = centre.weight(j, c);
+        mean *= weight_c;
+        var *= weight_c * weight_c;
       }
       const double inv = 1.0 / std::sqrt(var + eps), a = g[at] * inv;
       mean_out[at] = mean;
@@ -433,67 +476,78 @@ std::vector<at::Tensor> train_forward(const at::Tensor& x, const at::Tensor& wei
       a_out[at] = a;
       batch_mean[at] = float(mean);
       batch_var[at] = float(var * count / std::max(count - 1, 1.0));
-      if (j < B) coef_out[at] = float(a);
-      else centre_coef += w * a;
-      shift += bt[at] - mean * a;
+      if (j < B)
+        for (int64_t t = 0; t < K; ++t) kernel_out[t * C + c] += a * w[(j * K + t) * C + c];
+      else
+        kernel_out[centre_tap * C + c] += weight_c * a;
+      bias_out[c] += bt[at] - mean * a;
     }
-    coef_out[B * C + c] = float(centre_coef);
-    bias_out[c] = float(shift);
   }
-  at::Tensor y = branches_combine(z, x, weight, coef, bias, stride);
-  return {y, z, sums, state, batch[0], batch[1]};
+  at::Tensor y = forward_output(x, weight, kernel, bias, stride);
+  return {y, z, stats, state, batch[0], batch[1]};
 }
 
 // Train-mode backward from the forward's state: returns grad_x, grad_weight (B, k, k, C), grad_scale (C, or
-// empty), grad_gamma and grad_beta (J, C). With g = dL/dy, per branch: dbeta = sum g,
-// dgamma = (sum g z - mean sum g) inv_std, and BN's input gradient a g - e z + f with
-// e = a dgamma inv_std / count, f = e mean - a sum g / count.
+// empty), grad_gamma and grad_beta (J, C). With g = dL/dy and G_t = Σ_p g(p) x_t(p), per branch j:
+// dbeta = Σ g, Σ g z_j = Σ_t w_j,t G_t, dgamma = (Σ g z_j - mean Σ g) inv_std, and BN's input gradient
+// a g - e z_j + f with e = a dgamma inv_std / count, f = e mean - a Σ g / count; so the kernel gradient is
+// a G_t - e Σ z_j x_t + f Σ x_t.
 std::vector<at::Tensor> train_backward(const at::Tensor& grad_y, const at::Tensor& z, const at::Tensor& x,
-                                       const at::Tensor& weight, const at::Tensor& scale, const at::Tensor& sums,
+                                       const at::Tensor& weight, const at::Tensor& scale, const at::Tensor& stats,
                                        const at::Tensor& state, int64_t stride) {
-  const int64_t B = weight.size(0), C = weight.size(3), J = state.size(1);
+  const int64_t B = weight.size(0), C = weight.size(3), K = weight.size(1) * weight.size(2), J = state.size(1);
+  const int64_t centre_tap = K / 2;
+  const StatRows rows{B, K};
   const at::Tensor gy = grad_y.contiguous(at::MemoryFormat::ChannelsLast);
   const double count = double(z.size(0) * z.size(1) * z.size(3));
-  const at::Tensor grad_sums = branches_grad_sums(gy, z, x, weight, stride);
-  at::Tensor coef = at::empty({3, B, C}, x.options()), pointwise = at::zeros({3, C}, x.options());
-  at::Tensor grad_affine = at::empty({2, J, C}, x.options());
+  const at::Tensor grad_stats = gradient_statistics(gy, x, weight, stride);
+  at::Tensor kernel = at::zeros({K, C}, grad_stats.options()), cross = at::empty({B, K, C}, grad_stats.options());
+  at::Tensor constant = at::zeros({K, C}, grad_stats.options()), centre_x = at::zeros({C}, grad_stats.options());
+  at::Tensor grad_weight = at::empty({B, K, C}, x.options()), grad_affine = at::empty({2, J, C}, x.options());
   at::Tensor grad_scale = at::empty({scale.numel() > 0 ? C : 0}, x.options());
-  const double* gs = grad_sums.data_ptr<double>();
+  const double *gs = grad_stats.data_ptr<double>(), *s = stats.data_ptr<double>();
   const double *mean = state.data_ptr<double>(), *inv = mean + J * C, *a_in = inv + J * C;
-  const double *sum = sums.data_ptr<double>(), *square = sum + (B + 1) * C;
-  const CentreTaps centre{scale.numel() > 0 ? scale.data_ptr<float>() : nullptr, B};
-  float *a_out = coef.data_ptr<float>(), *e_out = a_out + B * C, *f_out = e_out + B * C;
-  float *big_a = pointwise.data_ptr<float>(), *big_e = big_a + C, *big_f = big_e + C;
-  float *grad_gamma = grad_affine.data_ptr<float>(), *grad_beta = grad_gamma + J * C;
+  const float* w = weight.data_ptr<float>();
+  const CentreBranches centre{scale.numel() > 0 ? scale.data_ptr<float>() : nullptr, B};
+  double *kernel_out = kernel.data_ptr<double>(), *cross_out = cross.data_ptr<double>();
+  double *constant_out = constant.data_ptr<double>(), *centre_out = centre_x.data_ptr<double>();
+  float *gw = grad_weight.data_ptr<float>(), *grad_gamma = grad_affine.data_ptr<float>();
+  float* grad_beta = grad_gamma + J * C;
   for (int64_t c = 0; c < C; ++c) {
-    const double total = gs[B * C + c], centre_dot = gs[(B + 1) * C + c];
-    double sum_a = 0, sum_e = 0, sum_f = 0;
+    const double total = gs[K * C + c], centre_dot = gs[centre_tap * C + c];
     for (int64_t j = 0; j < J; ++j) {
       const int64_t at = j * C + c;
-      const double w = j < B ? 1.0 : centre.weight(j, c);
-      const double dot = j < B ? gs[at] : w * centre_dot;
-      const double dgamma = (dot - mean[at] * total) * inv[at];
-      const double e = a_in[at] * dgamma * inv[at] / count, f = e * mean[at] - a_in[at] * total / count;
+      const double weight_c = j < B ? 1.0 : centre.weight(j, c);
+      double dot = weight_c * centre_dot;
+      if (j < B) {
+        dot = 0;
+        for (int64_t t = 0; t < K; ++t) dot += w[(j * K + t) * C + c] * gs[t * C + c];
+      }
+      const double dgamma = (dot - mean[at] * total) * inv[at], a = a_in[at];
+      const double e = a * dgamma * inv[at] / count, f = e * mean[at] - a * total / count;
       grad_gamma[at] = float(dgamma);
       grad_beta[at] = float(total);
       if (j < B) {
-        a_out[at] = float(a_in[at]);
-        e_out[at] = float(e);
-        f_out[at] = float(f);
+        for (int64_t t = 0; t < K; ++t) {
+          const double wt = w[(j * K + t) * C + c];
+          gw[(j * K + t) * C + c] = float(a * gs[t * C + c] - e * s[rows.cross(j, t) * C + c] + f * s[rows.tap(t) * C + c]);
+          kernel_out[t * C + c] += a * wt;
+          cross_out[(j * K + t) * C + c] = -e * wt;
+          constant_out[t * C + c] += f * wt;
+        }
         continue;
       }
-      sum_a += w * a_in[at];
-      sum_e += w * w * e;
-      sum_f += w * f;
-      if (j == B && centre.scale)  // sum over pixels of (a g - e s x + f) x on the centre taps
-        grad_scale.data_ptr<float>()[c] = float(a_in[at] * centre_dot - e * w * square[B * C + c] + f * sum[B * C + c]);
+      kernel_out[centre_tap * C + c] += weight_c * a;
+      constant_out[centre_tap * C + c] += weight_c * f;
+      centre_out[c] += weight_c * weight_c * e;
+      if (j == B && centre.scale)  // Σ over centre taps of (a g - e s x + f) x
+        grad_scale.data_ptr<float>()[c] = float(a * centre_dot - e * weight_c * s[rows.centre_square() * C + c] +
+                                                f * s[rows.tap(centre_tap) * C + c]);
     }
-    big_a[c] = float(sum_a);
-    big_e[c] = float(sum_e);
-    big_f[c] = float(sum_f);
   }
-  std::vector<at::Tensor> grads = branches_backward(gy, z, x, weight, coef, pointwise, stride);
-  return {grads[0], grads[1], grad_scale, grad_affine[0], grad_affine[1]};
+  at::Tensor grad_x = input_gradient(gy, z, x, weight, kernel, cross, constant, centre_x, stride);
+  return {grad_x, grad_weight.view({B, weight.size(1), weight.size(2), C}), grad_scale, grad_affine[0],
+          grad_affine[1]};
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
