@@ -40,6 +40,7 @@ from mmdet.registry import MODELS
 import ghostdet  # noqa: F401  registers GhostNetV3
 from ghostdet.apis import fail, read_config
 from ghostdet.models import GhostNetV3
+from ghostdet.models.layers import depthwise_train
 from ghostdet.reparam import deploy_source_config, fuse_model
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
@@ -381,6 +382,14 @@ def versions() -> str:
     return ', '.join(found)
 
 
+def depthwise_train_path() -> str:
+    """Which train-mode path ghostdet's depthwise blocks took (the C++ kernel or the PyTorch branches)."""
+    probe = torch.zeros(1, 8, 2, 2).contiguous(memory_format=torch.channels_last)
+    if depthwise_train.kernel_applies(probe, 1):
+        return 'C++ kernel (ghostdet/models/layers/csrc/depthwise_branches.cpp)'
+    return 'PyTorch branches (kernel off: GHOSTDET_DEPTHWISE_KERNEL=0, or not built)'
+
+
 def write_markdown(rows: List[Row], path: str, args: argparse.Namespace, load: Tuple[Tuple, Tuple],
                    seconds: float) -> str:
     header, body = table_rows(rows)
@@ -390,6 +399,7 @@ def write_markdown(rows: List[Row], path: str, args: argparse.Namespace, load: T
         f'before {load[0][0]:.2f}/{load[0][1]:.2f}/{load[0][2]:.2f}, '
         f'after {load[1][0]:.2f}/{load[1][1]:.2f}/{load[1][2]:.2f}; run took {seconds:.0f} s',
         f'- {versions()}; {args.threads} thread(s) (torch.set_num_threads; onnxruntime intra-op)',
+        f'- ghostdet train step, depthwise blocks: {depthwise_train_path()}',
         '- Random weights, denormal floats flushed to zero (torch.set_flush_denormal, onnxruntime '
         'set_denormal_as_zero)',
         f'- Batch 1; {args.warmup} warm-up calls, then {args.repeats} timed calls (train step: '
