@@ -23,17 +23,18 @@
 
 #include <algorithm>
 #include <cmath>
+#include <numeric>
 #include <vector>
 
 namespace {
 
-// Loops run along rows with per-channel values repeated over a tile of pixels (kTileFloats floats, at
-// least one pixel), so that few-channel maps (8..48 channels at high resolution) still get long loops.
+// Loops run along rows with per-channel values repeated over a tile of pixels (about kTileFloats floats),
+// so that few-channel maps (8..48 channels at high resolution) still get long vectorized loops.
 constexpr int64_t kTileFloats = 256;
 
 struct Geometry {
   int64_t n, c, h, w, k, stride, pad, ho, wo, branches;
-  int64_t tile;  // floats per tile: a whole number of pixels
+  int64_t tile;  // floats per tile
   int64_t taps() const { return k * k; }
   int64_t centre() const { return pad * k + pad; }
 };
@@ -50,7 +51,9 @@ Geometry geometry_of(const at::Tensor& x, const at::Tensor& weight, int64_t stri
              0, 0, weight.size(0), 0};
   g.ho = (g.h + 2 * g.pad - g.k) / stride + 1;
   g.wo = (g.w + 2 * g.pad - g.k) / stride + 1;
-  g.tile = std::max<int64_t>(1, kTileFloats / g.c) * g.c;
+  // A whole number of pixels and of 16-float vector steps (no scalar tail), about kTileFloats floats.
+  const int64_t unit = 16 / std::gcd<int64_t>(g.c, 16);
+  g.tile = std::max(unit, kTileFloats / g.c / unit * unit) * g.c;
   return g;
 }
 
@@ -66,11 +69,6 @@ at::Tensor tiled(const at::Tensor& per_channel, const Geometry& g) {
   return out;
 }
 
-// (rows, tile) sums -> (rows, C).
-at::Tensor untiled(const at::Tensor& sums, const Geometry& g) {
-  return sums.view({-1, g.tile / g.c, g.c}).sum(1);
-}
-
 inline void multiply_add(float* __restrict__ out, const float* __restrict__ a, const float* __restrict__ b,
                          int64_t n) {
   for (int64_t i = 0; i < n; ++i) out[i] += a[i] * b[i];
@@ -84,7 +82,11 @@ inline void add(float* __restrict__ out, const float* __restrict__ a, int64_t n)
 // Typed loads and stores (not memcpy) let the compiler keep the pointer tables below in registers.
 typedef float Vec8 __attribute__((vector_size(32), aligned(4)));
 
+typedef float Vec4 __attribute__((vector_size(16), aligned(4)));
+
 inline Vec8 load8(const float* p) { return *reinterpret_cast<const Vec8*>(p); }
+
+inline Vec4 load4(const float* p) { return *reinterpret_cast<const Vec4*>(p); }
 
 inline void store8(float* p, Vec8 v) { *reinterpret_cast<Vec8*>(p) = v; }
 
@@ -113,11 +115,10 @@ void weighted_sum(float* out, const float* const* w, const float* const* in, int
   }
 }
 
-// acc[t * acc_stride + c] += Σ_{p < pixels} a[p C + c] · in[t][p C + c], for N terms t and channels c < C:
+// acc[t * C + c] += Σ_{p < pixels} a[p C + c] · in[t][p C + c], for N terms t and channels c < C:
 // one register sum per term, so that N independent multiply-add chains run side by side.
 template <int N>
-void correlate_group(float* acc, int64_t acc_stride, const float* a, const float* const* in, int64_t pixels,
-                     int64_t C) {
+void correlate_group(float* acc, const float* a, const float* const* in, int64_t pixels, int64_t C) {
   int64_t c = 0;
   for (; c + 8 <= C; c += 8) {
     Vec8 sum[N] = {};
@@ -125,35 +126,40 @@ void correlate_group(float* acc, int64_t acc_stride, const float* a, const float
       const Vec8 av = load8(a + p * C + c);
       for (int t = 0; t < N; ++t) sum[t] += av * load8(in[t] + p * C + c);
     }
-    for (int t = 0; t < N; ++t) {
-      store8(acc + t * acc_stride + c, load8(acc + t * acc_stride + c) + sum[t]);
+    for (int t = 0; t < N; ++t) store8(acc + t * C + c, load8(acc + t * C + c) + sum[t]);
+  }
+  for (; c + 4 <= C; c += 4) {  // GhostNetV3 has many widths of 8k + 4 channels
+    Vec4 sum[N] = {};
+    for (int64_t p = 0; p < pixels; ++p) {
+      const Vec4 av = load4(a + p * C + c);
+      for (int t = 0; t < N; ++t) sum[t] += av * load4(in[t] + p * C + c);
     }
+    for (int t = 0; t < N; ++t) *reinterpret_cast<Vec4*>(acc + t * C + c) = load4(acc + t * C + c) + sum[t];
   }
   for (; c < C; ++c) {
     float sum[N] = {};
     for (int64_t p = 0; p < pixels; ++p)
       for (int t = 0; t < N; ++t) sum[t] += a[p * C + c] * in[t][p * C + c];
-    for (int t = 0; t < N; ++t) acc[t * acc_stride + c] += sum[t];
+    for (int t = 0; t < N; ++t) acc[t * C + c] += sum[t];
   }
 }
 
 // correlate_group over any number of terms, in near-equal groups of at most 8 (16 vector registers).
-void correlate(float* acc, int64_t acc_stride, const float* a, const float* const* in, int64_t terms,
-               int64_t pixels, int64_t C) {
+void correlate(float* acc, const float* a, const float* const* in, int64_t terms, int64_t pixels, int64_t C) {
   const int64_t groups = (terms + 7) / 8;
   for (int64_t t0 = 0, g = 0; g < groups; ++g) {
     const int64_t n = (terms - t0 + (groups - g) - 1) / (groups - g);
-    float* out = acc + t0 * acc_stride;
+    float* out = acc + t0 * C;
     const float* const* inputs = in + t0;
     switch (n) {
-      case 1: correlate_group<1>(out, acc_stride, a, inputs, pixels, C); break;
-      case 2: correlate_group<2>(out, acc_stride, a, inputs, pixels, C); break;
-      case 3: correlate_group<3>(out, acc_stride, a, inputs, pixels, C); break;
-      case 4: correlate_group<4>(out, acc_stride, a, inputs, pixels, C); break;
-      case 5: correlate_group<5>(out, acc_stride, a, inputs, pixels, C); break;
-      case 6: correlate_group<6>(out, acc_stride, a, inputs, pixels, C); break;
-      case 7: correlate_group<7>(out, acc_stride, a, inputs, pixels, C); break;
-      default: correlate_group<8>(out, acc_stride, a, inputs, pixels, C); break;
+      case 1: correlate_group<1>(out, a, inputs, pixels, C); break;
+      case 2: correlate_group<2>(out, a, inputs, pixels, C); break;
+      case 3: correlate_group<3>(out, a, inputs, pixels, C); break;
+      case 4: correlate_group<4>(out, a, inputs, pixels, C); break;
+      case 5: correlate_group<5>(out, a, inputs, pixels, C); break;
+      case 6: correlate_group<6>(out, a, inputs, pixels, C); break;
+      case 7: correlate_group<7>(out, a, inputs, pixels, C); break;
+      default: correlate_group<8>(out, a, inputs, pixels, C); break;
     }
     t0 += n;
   }
@@ -245,7 +251,7 @@ std::vector<at::Tensor> forward_statistics(const at::Tensor& x, const at::Tensor
   const float* w_data = kernel.data_ptr<float>();
   float* z_data = z.data_ptr<float>();
   const std::vector<float> ones(T, 1.f);
-  at::Tensor sums = reduce_rows(g.n * g.ho, rows.count() * T, [&](int64_t row, float* acc) {
+  at::Tensor sums = reduce_rows(g.n * g.ho, rows.count() * C, [&](int64_t row, float* acc) {
     std::vector<float> scratch(K * T);
     std::vector<const float*> taps(K), weights(K);
     float* out = z_data + row * B * row_len;
@@ -256,13 +262,13 @@ std::vector<at::Tensor> forward_statistics(const at::Tensor& x, const at::Tensor
         float* zb = out + b * row_len + p0 * C;
         for (int64_t t = 0; t < K; ++t) weights[t] = w_data + (b * K + t) * T;
         weighted_sum(zb, weights.data(), taps.data(), K, len, false);
-        correlate(acc + rows.cross(b, 0) * T, T, zb, taps.data(), K, p1 - p0, C);
+        correlate(acc + rows.cross(b, 0) * C, zb, taps.data(), K, p1 - p0, C);
       }
-      correlate(acc + rows.tap(0) * T, T, ones.data(), taps.data(), K, p1 - p0, C);
-      correlate(acc + rows.centre_square() * T, T, taps[g.centre()], taps.data() + g.centre(), 1, p1 - p0, C);
+      correlate(acc + rows.tap(0) * C, ones.data(), taps.data(), K, p1 - p0, C);
+      correlate(acc + rows.centre_square() * C, taps[g.centre()], taps.data() + g.centre(), 1, p1 - p0, C);
     });
   });
-  return {z, untiled(sums, g)};
+  return {z, sums.view({rows.count(), C})};
 }
 
 // Forward pass 2: y = kernel ⊛ x + bias, kernel (k, k, C), as an (N, C, Ho, Wo) channels-last map.
@@ -302,18 +308,17 @@ at::Tensor gradient_statistics(const at::Tensor& gy, const at::Tensor& x, const 
               "depthwise_branches: the output gradient must be a channels-last (N, C, Ho, Wo) map");
   const float* x_data = x.data_ptr<float>();
   const float* gy_data = gy.data_ptr<float>();
-  at::Tensor sums = reduce_rows(g.n * g.ho, (K + 1) * T, [&](int64_t row, float* acc) {
+  const std::vector<float> ones(T, 1.f);
+  at::Tensor sums = reduce_rows(g.n * g.ho, (K + 1) * C, [&](int64_t row, float* acc) {
     std::vector<float> scratch(K * T);
-    std::vector<const float*> taps(K);
+    std::vector<const float*> taps(K + 1);
+    taps[K] = ones.data();
     for_each_tile(g, g.wo, [&](int64_t p0, int64_t p1) {
-      const int64_t len = (p1 - p0) * C;
-      const float* grad = gy_data + (row * g.wo + p0) * C;
       tap_tiles(g, x_data, row / g.ho, row % g.ho, p0, p1, scratch.data(), taps.data());
-      correlate(acc, T, grad, taps.data(), K, p1 - p0, C);
-      add(acc + K * T, grad, len);
+      correlate(acc, gy_data + (row * g.wo + p0) * C, taps.data(), K + 1, p1 - p0, C);
     });
   });
-  return untiled(sums, g);
+  return sums.view({K + 1, C});
 }
 
 // Columns [q0 + shift, q1 + shift) of a row of `columns` pixels, zeros outside it: a view when inside,
