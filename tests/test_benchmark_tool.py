@@ -56,7 +56,6 @@ def test_backbone_and_peers_write_csv_markdown_png(tmp_path):
     markdown = (tmp_path / 'benchmark.md').read_text()
     assert '| ghostnetv3-0.5x' in markdown and 'GMACs' in markdown and 'load average' in markdown
     assert 'depthwise blocks: C++ kernel' in markdown  # the fast train path is what gets timed
-    assert 'glibc malloc keeps freed blocks' in markdown  # timings free of allocator page faults
     assert (tmp_path / 'benchmark.png').read_bytes()[:4] == b'\x89PNG'
 
 

@@ -17,7 +17,6 @@ Writes ``benchmark.csv``, ``benchmark.md`` and ``benchmark.png`` into ``--out-di
 """
 import argparse
 import copy
-import ctypes
 import csv
 import os
 import os.path as osp
@@ -392,7 +391,7 @@ def depthwise_train_path() -> str:
 
 
 def write_markdown(rows: List[Row], path: str, args: argparse.Namespace, load: Tuple[Tuple, Tuple],
-                   seconds: float, kept_freed_memory: bool) -> str:
+                   seconds: float) -> str:
     header, body = table_rows(rows)
     text = '\n'.join([
         f'# Benchmark ({time.strftime("%Y-%m-%d %H:%M")})', '',
@@ -401,9 +400,6 @@ def write_markdown(rows: List[Row], path: str, args: argparse.Namespace, load: T
         f'after {load[1][0]:.2f}/{load[1][1]:.2f}/{load[1][2]:.2f}; run took {seconds:.0f} s',
         f'- {versions()}; {args.threads} thread(s) (torch.set_num_threads; onnxruntime intra-op)',
         f'- ghostdet train step, depthwise blocks: {depthwise_train_path()}',
-        '- Memory: ' + ('glibc malloc keeps freed blocks up to 32 MB (mallopt), so that page faults of '
-                        'fresh allocations, which depend on what ran before, do not decide the timings'
-                        if kept_freed_memory else 'system allocator as is (not glibc)'),
         '- Random weights, denormal floats flushed to zero (torch.set_flush_denormal, onnxruntime '
         'set_denormal_as_zero)',
         f'- Batch 1; {args.warmup} warm-up calls, then {args.repeats} timed calls (train step: '
@@ -516,28 +512,12 @@ def onnx_session(variant: Variant, size: Tuple[int, int], threads: int, onnx_dir
     return ort_session(path, threads, flush_denormal=True)
 
 
-def keep_freed_memory() -> bool:
-    """Make glibc's malloc keep freed blocks up to 32 MB instead of unmapping them. By default every
-    large activation is a fresh mmap whose pages the kernel faults in and zeroes on first touch, and how
-    often that happens depends on what ran before in the process: mmdet's MobileNetV2 took 115 ms or
-    280 ms at 640² for the same weights depending on it. With this, each model's time is its compute.
-    Returns whether it applied (glibc only)."""
-    try:
-        libc = ctypes.CDLL('libc.so.6')
-    except OSError:
-        return False
-    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3  # glibc's mallopt parameter numbers
-    return all(libc.mallopt(param, value) == 1 for param, value in (
-        (m_mmap_threshold, 32 << 20), (m_trim_threshold, 1 << 30), (m_top_pad, 256 << 20)))
-
-
 def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     # Randomly initialised nets produce denormal floats that trained ones rarely do; on x86 they
     # slow some models (timm's GhostNetV3 train step: 20x) and would decide the comparison.
     torch.set_flush_denormal(True)
-    kept_freed_memory = keep_freed_memory()
     MMLogger.get_current_instance().setLevel('ERROR')  # the analysis warns per unsupported op
     init_default_scope('mmdet')
     subjects = (backbone_subjects(args.backbones, args.peers) if args.backbones else []) + \
@@ -549,7 +529,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     add_ratios(rows, {s.name: s.refs for s in subjects}, args.memory_formats)
     out = osp.join(args.out_dir, OUT_NAME)
     text = write_markdown(rows, f'{out}.md', args, (load_before, os.getloadavg()),
-                          time.perf_counter() - start, kept_freed_memory)
+                          time.perf_counter() - start)
     write_csv(rows, f'{out}.csv')
     plot(rows, f'{out}.png')
     print(text)
