@@ -4,16 +4,18 @@
 // with batch statistics, plus optional centre-tap branches (1×1 scale conv-BN: BN(s·x); identity: BN(x)),
 // summed. PyTorch runs that as B convs, up to B + 2 BN passes and the sums, forward and backward: ~30
 // kernels, each a full pass over a full-size map. The maps are what cost on a CPU, so here:
-//   forward  1. statistics: z_b (stored for the backward), its sum and sum of squares per channel, and the
-//               correlations Σ_p z_b(p) x_t(p), Σ_p x_t(p) of every branch with every kernel tap t that the
-//               kernel gradient needs (they do not depend on the upstream gradient);
+//   forward  1. statistics: z_b (stored for the backward) and, per channel, the correlations
+//               Σ_p z_b(p) x_t(p) and Σ_p x_t(p) with every kernel tap t: each branch's sum and sum of
+//               squares follow from them, and so does the kernel gradient later (they do not depend on
+//               the upstream gradient);
 //            2. output: y = W ⊛ x + bias, one conv whose kernel W = Σ_b a_b w_b (+ the centre-tap branches)
 //               and bias come from the batch statistics (a_b = γ_b / sqrt(var_b + eps)).
 //   backward 1. correlations of the upstream gradient g with the input, Σ_p g(p) x_t(p), and Σ_p g(p);
 //               the kernel gradients are then per-channel algebra (BN's input gradient of branch b is
 //               a_b g - e_b z_b + f_b, see train_backward);
 //            2. input gradient: Σ_t over kernel taps of W_t g - Σ_b e_b w_b,t z_b + Σ_b f_b w_b,t, gathered.
-// Maps read or written: 6 forward, 6 backward (PyTorch: ~40). The per-channel algebra runs in double.
+// Full-size maps read or written: 6 forward (x twice, z, y), 8 backward (g twice, x twice, z, the input
+// gradient); z counts B maps. PyTorch: ~40. The per-channel algebra runs in double.
 //
 // Layouts: x, y and their gradients are channels-last (N, H, W, C in memory); kernels are (B, k, k, C);
 // z keeps each branch's output row contiguous: (N, Ho, B, Wo, C).
