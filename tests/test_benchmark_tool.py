@@ -34,12 +34,13 @@ def _rows(out_dir: Path) -> list:
 
 def test_backbone_and_peers_write_csv_markdown_png(tmp_path):
     has_timm = importlib.util.find_spec('timm') is not None
-    peers = ['mobilenetv2', 'timm'] if has_timm else ['mobilenetv2']
+    peers = ['mobilenetv2', 'timm-mobilenetv2', 'timm'] if has_timm else ['mobilenetv2']
     benchmark.main(['--backbones', 'ghostnetv3-0.5x', '--peers', *peers, *TINY, '--out-dir', str(tmp_path)])
 
     rows = _rows(tmp_path)
     expected = [('ghostnetv3-0.5x', 'train'), ('ghostnetv3-0.5x', 'fused'), ('mobilenetv2-1.0x', 'plain')]
-    expected += [('timm-ghostnetv3-0.5x', 'train'), ('timm-ghostnetv3-0.5x', 'fused')] if has_timm else []
+    expected += [('timm-mobilenetv2-1.0x', 'plain'), ('timm-ghostnetv3-0.5x', 'train'),
+                 ('timm-ghostnetv3-0.5x', 'fused')] if has_timm else []
     assert [(r['model'], r['form']) for r in rows] == expected
     assert all(r['size'] == '128x128' and r['layout'] == 'default' for r in rows)
     assert all(int(r['params']) > 0 and int(r['macs']) > 0 and float(r['latency_ms_median']) > 0 for r in rows)
@@ -48,14 +49,15 @@ def test_backbone_and_peers_write_csv_markdown_png(tmp_path):
     assert int(fused['params']) < int(train['params']) and int(fused['macs']) <= int(train['macs'])
     assert [bool(r['step_ms_median']) for r in rows] == [r['form'] != 'fused' for r in rows]
     # Ratios for ghostdet's rows only, against each peer measured.
-    ratio_cols = ['lat/MBv2'] + (['lat/timm-train', 'lat/timm-fused', 'step/timm-train'] if has_timm else [])
+    ratio_cols = ['lat/MBv2'] + (['lat/timm-MBv2', 'lat/timm-train', 'lat/timm-fused', 'step/timm-train']
+                                 if has_timm else [])
     assert [c for c in rows[0] if '/' in c] == ratio_cols
     assert all(train[c] for c in ratio_cols) and fused['lat/MBv2'] and not fused.get('step/timm-train')
     assert not any(r[c] for r in rows[2:] for c in ratio_cols)
 
     markdown = (tmp_path / 'benchmark.md').read_text()
     assert '| ghostnetv3-0.5x' in markdown and 'GMACs' in markdown and 'load average' in markdown
-    assert 'depthwise blocks: C++ kernel' in markdown  # the fast train path is what gets timed
+    assert 'ghost modules at inference): C++ kernels' in markdown  # the fast paths are what gets timed
     assert (tmp_path / 'benchmark.png').read_bytes()[:4] == b'\x89PNG'
 
 

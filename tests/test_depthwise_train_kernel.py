@@ -7,7 +7,7 @@ import torch
 
 from conftest import max_rel_diff, randomize_bn
 from ghostdet.models import GhostNetV3, RepConvBN
-from ghostdet.models.layers import depthwise_train
+from ghostdet.models.layers import cpu_kernels
 
 # (channels, kernel, stride, height, width, scale branch, identity branch, batch): GhostNetV3's block kinds,
 # odd sizes and borders, few and many channels (tiles of several pixels vs one pixel).
@@ -59,7 +59,7 @@ def test_backbone_train_step_is_as_exact_as_the_float32_branches(monkeypatch):
     runs = {}
     for name, dtype, kernel in (('kernel', torch.float32, '1'), ('branches', torch.float32, '0'),
                                 ('exact', torch.float64, '1')):
-        monkeypatch.setenv('GHOSTDET_DEPTHWISE_KERNEL', kernel)
+        monkeypatch.setenv('GHOSTDET_CPU_KERNELS', kernel)
         net = copy.deepcopy(model).to(dtype)
         outs = net(x.to(dtype))
         sum((o * o).mean() for o in outs).backward()
@@ -89,24 +89,24 @@ def test_inputs_the_kernel_does_not_take_use_the_branches(monkeypatch):
     dense = RepConvBN(8, 8, 3).train()
     x = torch.randn(2, 8, 9, 9).contiguous(memory_format=torch.channels_last)
     assert not dense._depthwise_kernel_applies(x, dense._norms())  # a dense 3×3 conv
-    monkeypatch.setenv('GHOSTDET_DEPTHWISE_KERNEL', '0')
+    monkeypatch.setenv('GHOSTDET_CPU_KERNELS', '0')
     assert not block._depthwise_kernel_applies(x, norms)
     out = block(x)  # the PyTorch branches, same numbers
-    monkeypatch.delenv('GHOSTDET_DEPTHWISE_KERNEL')
+    monkeypatch.delenv('GHOSTDET_CPU_KERNELS')
     assert max_rel_diff(out, copy.deepcopy(block)(x)) < 1e-5
 
 
 def test_without_a_compiler_training_warns_and_uses_the_branches(monkeypatch, tmp_path):
     """A build failure (here: no C++ compiler on PATH) is a warning, not an error."""
-    depthwise_train.extension.cache_clear()
+    cpu_kernels.extension.cache_clear()
     monkeypatch.setenv('TORCH_EXTENSIONS_DIR', str(tmp_path))
     monkeypatch.setenv('CXX', str(tmp_path / 'no-such-compiler'))
     try:
-        with pytest.warns(UserWarning, match='could not build the depthwise train kernel'):
-            assert depthwise_train.extension() is None
+        with pytest.warns(UserWarning, match='could not build the CPU kernels'):
+            assert cpu_kernels.extension() is None
         block = block_for(8, 3, 1, True, True)
         x = torch.randn(2, 8, 9, 9).contiguous(memory_format=torch.channels_last)
         assert not block._depthwise_kernel_applies(x, block._norms())
         block(x).sum().backward()
     finally:
-        depthwise_train.extension.cache_clear()
+        cpu_kernels.extension.cache_clear()

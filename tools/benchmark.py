@@ -4,8 +4,8 @@ Per model, form and input size: parameters and MACs (MMEngine's ``get_model_comp
 batch-1 latency (median, p10/p90 after warm-up) and the training step (forward + backward of the
 sum of all outputs, train mode). Forms: ``train`` (re-parameterizable branches, measured in eval
 mode), ``fused`` (branches folded), ``plain`` (nothing to fuse), ``onnx`` (the fused or plain model
-in onnxruntime, ``--onnx``). Peers: mmdet's ResNet-18 and MobileNetV2-1.0x and timm's GhostNetV3 of
-the same width (its default form = train form, and fused by ``timm.utils.reparameterize_model``),
+in onnxruntime, ``--onnx``). Peers: mmdet's ResNet-18 and MobileNetV2-1.0x, timm's MobileNetV2-1.0x
+features and timm's GhostNetV3 of the same width (its default form = train form, and fused by ``timm.utils.reparameterize_model``),
 all run to the same four stage ends (strides 4/8/16/32). Calls of all models are interleaved round
 by round, so a change of machine load hits every model alike.
 
@@ -18,6 +18,7 @@ Writes ``benchmark.csv``, ``benchmark.md`` and ``benchmark.png`` into ``--out-di
 import argparse
 import copy
 import csv
+import importlib.util
 import os
 import os.path as osp
 import platform
@@ -40,7 +41,7 @@ from mmdet.registry import MODELS
 import ghostdet  # noqa: F401  registers GhostNetV3
 from ghostdet.apis import fail, read_config
 from ghostdet.models import GhostNetV3
-from ghostdet.models.layers import depthwise_train
+from ghostdet.models.layers import cpu_kernels
 from ghostdet.reparam import deploy_source_config, fuse_model
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
@@ -49,11 +50,13 @@ from export_onnx import INPUT_NAME, export, flatten_outputs, ort_session  # noqa
 STAGE_ENDS = (1, 2, 3, 4)  # GhostNetV3 out_indices: strides 4/8/16/32
 MOBILENETV2_STAGE_ENDS = (1, 2, 4, 6)  # mmdet MobileNetV2 layers ending at strides 4/8/16/32
 TIMM_STAGE_END_BLOCKS = (2, 4, 6, 8)  # timm GhostNet blocks ending at strides 4/8/16/32
-PEERS = ('resnet18', 'mobilenetv2', 'timm')
+PEERS = ('resnet18', 'mobilenetv2', 'timm-mobilenetv2', 'timm')
+TIMM_MOBILENETV2 = 'mobilenetv2_100'  # features_only, out_indices (1, 2, 3, 4): strides 4/8/16/32
 # Ratio columns: (label, peer role, peer form). A row's ratio = its median / the peer's median at the
 # same size and memory format; ``timm`` is the timm GhostNetV3 of the row's width.
 LATENCY_REFS = (('R18', 'resnet18', 'plain'), ('MBv2', 'mobilenetv2', 'plain'),
-                ('timm-train', 'timm', 'train'), ('timm-fused', 'timm', 'fused'))
+                ('timm-MBv2', 'timm-mobilenetv2', 'plain'), ('timm-train', 'timm', 'train'),
+                ('timm-fused', 'timm', 'fused'))
 STEP_REFS = (('R18', 'resnet18', 'plain'), ('timm-train', 'timm', 'train'))
 MEMORY_FORMATS = {'default': torch.contiguous_format, 'channels_last': torch.channels_last}
 ONNX_LAYOUT = 'ort'
@@ -141,6 +144,19 @@ def timm_subject(width: float) -> Optional[Subject]:
     return Subject(f'timm-ghostnetv3-{width_tag(width)}', build, timm_fuse_copy, is_peer=True)
 
 
+def timm_mobilenetv2_subject() -> Optional[Subject]:
+    """timm's MobileNetV2-1.0x features to strides 4/8/16/32 (the issue's latency reference), None
+    without timm."""
+    if importlib.util.find_spec('timm') is None:
+        return None
+
+    def build() -> nn.Module:
+        import timm
+        return timm.create_model(TIMM_MOBILENETV2, features_only=True, out_indices=(1, 2, 3, 4))
+
+    return Subject('timm-mobilenetv2-1.0x', build, fuse_copy, is_peer=True)
+
+
 def mmdet_subject(name: str, cfg: dict) -> Subject:
     return Subject(name, lambda: MODELS.build(copy.deepcopy(cfg)), fuse_copy, is_peer=True)
 
@@ -154,6 +170,12 @@ def peer_subjects(roles: Sequence[str], widths: Sequence[float]) -> Dict[Tuple[s
     if 'mobilenetv2' in roles:
         peers['mobilenetv2', None] = mmdet_subject('mobilenetv2-1.0x', dict(
             type='MobileNetV2', widen_factor=1.0, out_indices=MOBILENETV2_STAGE_ENDS))
+    if 'timm-mobilenetv2' in roles:
+        subject = timm_mobilenetv2_subject()
+        if subject is None:
+            print('warning: no timm MobileNetV2 (timm missing)')
+        else:
+            peers['timm-mobilenetv2', None] = subject
     for width in widths if 'timm' in roles else ():
         subject = timm_subject(width)
         if subject is None:
@@ -382,12 +404,12 @@ def versions() -> str:
     return ', '.join(found)
 
 
-def depthwise_train_path() -> str:
-    """Which train-mode path ghostdet's depthwise blocks took (the C++ kernel or the PyTorch branches)."""
-    probe = torch.zeros(1, 8, 2, 2).contiguous(memory_format=torch.channels_last)
-    if depthwise_train.kernel_applies(probe, 1):
-        return 'C++ kernel (ghostdet/models/layers/csrc/depthwise_branches.cpp)'
-    return 'PyTorch branches (kernel off: GHOSTDET_DEPTHWISE_KERNEL=0, or not built)'
+def kernels_path() -> str:
+    """Whether ghostdet's C++ CPU kernels ran (depthwise train blocks, ghost modules at inference) or the
+    PyTorch modules."""
+    if cpu_kernels.enabled():
+        return 'C++ kernels (ghostdet/models/layers/csrc)'
+    return f'PyTorch modules (kernels off: {cpu_kernels.SWITCH}=0, or not built)'
 
 
 def write_markdown(rows: List[Row], path: str, args: argparse.Namespace, load: Tuple[Tuple, Tuple],
@@ -399,7 +421,7 @@ def write_markdown(rows: List[Row], path: str, args: argparse.Namespace, load: T
         f'before {load[0][0]:.2f}/{load[0][1]:.2f}/{load[0][2]:.2f}, '
         f'after {load[1][0]:.2f}/{load[1][1]:.2f}/{load[1][2]:.2f}; run took {seconds:.0f} s',
         f'- {versions()}; {args.threads} thread(s) (torch.set_num_threads; onnxruntime intra-op)',
-        f'- ghostdet train step, depthwise blocks: {depthwise_train_path()}',
+        f'- ghostdet CPU kernels (depthwise train blocks, ghost modules at inference): {kernels_path()}',
         '- Random weights, denormal floats flushed to zero (torch.set_flush_denormal, onnxruntime '
         'set_denormal_as_zero)',
         f'- Batch 1; {args.warmup} warm-up calls, then {args.repeats} timed calls (train step: '
@@ -412,8 +434,8 @@ def write_markdown(rows: List[Row], path: str, args: argparse.Namespace, load: T
         '- GMACs: MMEngine get_model_complexity_info, which counts one multiply-accumulate as one '
         '"flop" (FLOPs = 2 x MACs).',
         '- lat/X, step/X: median of the row / median of peer X at the same size and layout (onnx rows: '
-        'vs the eager peer). R18 = mmdet ResNet-18, MBv2 = mmdet MobileNetV2-1.0x, timm-train / '
-        'timm-fused = timm GhostNetV3 of the same width in its default (train) / fused form; all '
+        'vs the eager peer). R18 = mmdet ResNet-18, MBv2 = mmdet MobileNetV2-1.0x, timm-MBv2 = timm '
+        f'{TIMM_MOBILENETV2} features, timm-train / timm-fused = timm GhostNetV3 of the same width in its default (train) / fused form; all '
         'backbones run to their stride-4/8/16/32 stage ends.', '', markdown_table(header, body), ''])
     with open(path, 'w') as f:
         f.write(text)

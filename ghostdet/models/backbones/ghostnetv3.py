@@ -19,7 +19,8 @@ from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ...weights import convert_to_ghostdet
-from ..layers.reparam import RepConvBN
+from ..layers import ghost_module_kernel
+from ..layers.reparam import FoldCache, RepConvBN, fuse_conv_bn, graph_is_recorded
 
 # One row per bottleneck: (depthwise kernel, expansion channels, output channels, SE ratio, stride),
 # grouped by stage; stage i ends at stride 2 ** (i + 1). Same table as the authors and timm.
@@ -56,6 +57,44 @@ def conv_bn(in_channels: int, out_channels: int, kernel_size, stride: int = 1,
             nn.BatchNorm2d(out_channels)]
 
 
+class ConvBNSequential(nn.Sequential):
+    """Conv-BN pairs (from :func:`conv_bn`, optionally followed by an activation) with ``nn.Sequential``'s
+    key layout. A pair whose BN is in eval mode runs as one conv with the BN folded into its kernel (folded
+    when first needed and cached, see :class:`FoldCache`): the BN's pass over the map is saved and
+    checkpoints stay as they are."""
+
+    def __init__(self, *modules: nn.Module) -> None:
+        super().__init__(*modules)
+        self._fold_cache = FoldCache()
+
+    def train(self, mode: bool = True) -> 'ConvBNSequential':
+        self._fold_cache.clear()
+        return super().train(mode)
+
+    def forward(self, x: Tensor) -> Tensor:
+        modules = list(self)
+        i = 0
+        while i < len(modules):
+            module, following = modules[i], modules[i + 1] if i + 1 < len(modules) else None
+            if self._foldable(module, following):
+                sources = [module.weight, following.weight, following.bias, following.running_mean,
+                           following.running_var, following.num_batches_tracked]
+                x = module._conv_forward(x, *self._fold_cache.get(
+                    i, sources, lambda: fuse_conv_bn(module.weight, following)))
+                i += 2
+            else:
+                x = module(x)
+                i += 1
+        return x
+
+    @staticmethod
+    def _foldable(conv: nn.Module, bn: Optional[nn.Module]) -> bool:
+        """A bias-free conv followed by an affine BN that normalizes with its running statistics, and no
+        graph recorded (FLOP counting and ONNX export see the conv and BN modules)."""
+        return (isinstance(conv, nn.Conv2d) and conv.bias is None and isinstance(bn, _BatchNorm)
+                and not bn.training and bn.affine and bn.track_running_stats and not graph_is_recorded())
+
+
 class SqueezeExcite(nn.Module):
     """Channel gate: global pool, 1×1 reduce, ReLU, 1×1 expand, hard sigmoid."""
 
@@ -86,18 +125,23 @@ class GhostModuleV3(BaseModule):
                                  with_act=with_act, deploy=deploy)
         self.cheap = RepConvBN(init_channels, init_channels, 3, groups=init_channels,
                                num_branches=num_branches, with_act=with_act, deploy=deploy)
-        self.dfc = nn.Sequential(
+        self.dfc = ConvBNSequential(
             *conv_bn(in_channels, out_channels, 1),
             *conv_bn(out_channels, out_channels, (1, 5), groups=out_channels),
             *conv_bn(out_channels, out_channels, (5, 1), groups=out_channels)) if use_dfc else None
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, residual: Optional[Tensor] = None) -> Tensor:
+        """The module's output, plus ``residual`` (a bottleneck's shortcut) when given. At inference on
+        the CPU one C++ pass computes the cheap conv, the concatenation, the gate and the residual
+        (``ghost_module_kernel``), else PyTorch does, op by op."""
+        gate = torch.sigmoid(self.dfc(F.avg_pool2d(x, kernel_size=2, stride=2))) if self.dfc is not None else None
+        if ghost_module_kernel.applies(x, self.primary, self.cheap, self.out_channels, gate, residual):
+            return ghost_module_kernel.ghost_module_output(self.primary.forward_linear(x), self.cheap, gate, residual)
         primary = self.primary(x)
         out = torch.cat([primary, self.cheap(primary)], dim=1)[:, :self.out_channels]
-        if self.dfc is None:
-            return out
-        gate = torch.sigmoid(self.dfc(F.avg_pool2d(x, kernel_size=2, stride=2)))
-        return out * F.interpolate(gate, size=out.shape[-2:], mode='nearest')
+        if gate is not None:
+            out = out * F.interpolate(gate, size=out.shape[-2:], mode='nearest')
+        return out if residual is None else out + residual
 
 
 class GhostBottleneckV3(BaseModule):
@@ -116,7 +160,7 @@ class GhostBottleneckV3(BaseModule):
         if in_channels == out_channels and stride == 1:
             self.shortcut = nn.Identity()
         else:
-            self.shortcut = nn.Sequential(
+            self.shortcut = ConvBNSequential(
                 *conv_bn(in_channels, in_channels, kernel_size, stride, groups=in_channels),
                 *conv_bn(in_channels, out_channels, 1))
 
@@ -126,7 +170,7 @@ class GhostBottleneckV3(BaseModule):
             out = self.conv_dw(out)
         if self.se is not None:
             out = self.se(out)
-        return self.ghost2(out) + self.shortcut(x)
+        return self.ghost2(out, residual=self.shortcut(x))
 
     def forward(self, x: Tensor) -> Tensor:
         if self.with_cp and x.requires_grad:
@@ -180,7 +224,7 @@ class GhostNetV3(BaseModule):
         self.out_channels = self.out_channels_for(widen_factor, self.out_indices)
 
         stem_channels = make_divisible(STEM_CHANNELS * widen_factor)
-        self.stem = nn.Sequential(*conv_bn(3, stem_channels, 3, stride=2), nn.ReLU(inplace=True))
+        self.stem = ConvBNSequential(*conv_bn(3, stem_channels, 3, stride=2), nn.ReLU(inplace=True))
         in_channels, layer_id = stem_channels, 0
         self.stages = nn.ModuleList()
         for stage_setting in ARCH_SETTING:
@@ -193,7 +237,7 @@ class GhostNetV3(BaseModule):
                     with_cp=with_cp))
                 in_channels, layer_id = out_channels, layer_id + 1
             self.stages.append(nn.Sequential(*blocks))
-        self.last_conv = nn.Sequential(
+        self.last_conv = ConvBNSequential(
             *conv_bn(in_channels, make_divisible(LAST_CONV_CHANNELS * widen_factor), 1),
             nn.ReLU(inplace=True)) if NUM_OUTPUTS - 1 in self.out_indices else None
         self._apply_memory_format()

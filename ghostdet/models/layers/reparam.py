@@ -5,7 +5,8 @@ GhostNetV3 trains three places with MobileOne-style parallel branches (k×k conv
 and timm write this twice with shared metadata (a latent bug, upstream issue #265); here each block owns its
 own geometry, so the fusion is exact for every branch layout.
 """
-from typing import List, Optional, Sequence, Tuple
+import weakref
+from typing import Callable, Dict, Hashable, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -24,6 +25,45 @@ def fuse_conv_bn(weight: Tensor, bn: nn.BatchNorm2d, mean: Optional[Tensor] = No
     var = bn.running_var if var is None else var
     scale = bn.weight / (var + bn.eps).sqrt()
     return weight * scale.reshape(-1, 1, 1, 1), bn.bias - mean * scale
+
+
+def graph_is_recorded() -> bool:
+    """Whether a tracer or compiler records the graph (torch.jit.trace for ONNX export and FLOP counting,
+    torch.compile / torch.export): the plain PyTorch ops must run then, uncached."""
+    return torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.compiler.is_exporting()
+
+
+class FoldCache:
+    """Weights derived from parameters and buffers (BNs folded into conv kernels), kept while their sources
+    are unchanged: the same tensor objects with the same storage and in-place version. Optimizer steps and
+    ``load_state_dict`` bump versions; BN's train-mode forward updates its running statistics without
+    doing so, so BN sources must include ``num_batches_tracked``, which it increments in place. Writes
+    through ``.data`` (MMEngine's EMA) bump nothing: owners clear the cache on every ``train()``/``eval()``
+    call, which such updates are followed by (validation switches to eval). Recomputed, with autograd,
+    whenever a gradient has to flow into them, and while a graph is recorded."""
+
+    def __init__(self) -> None:
+        self._entries: Dict[Hashable, Tuple[list, Tuple[Tensor, ...]]] = {}
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def get(self, name: Hashable, sources: Sequence[Tensor],
+            compute: Callable[[], Tuple[Tensor, ...]]) -> Tuple[Tensor, ...]:
+        if graph_is_recorded() or (torch.is_grad_enabled() and any(t.requires_grad for t in sources)):
+            return compute()
+        entry = self._entries.get(name)
+        if entry is None or not self._unchanged(entry[0], sources):
+            with torch.inference_mode(False), torch.no_grad():  # plain tensors, usable in any later mode
+                entry = ([(weakref.ref(t), t.data_ptr(), t._version) for t in sources], compute())
+            self._entries[name] = entry
+        return entry[1]
+
+    @staticmethod
+    def _unchanged(stamps: list, sources: Sequence[Tensor]) -> bool:
+        return len(stamps) == len(sources) and all(
+            ref() is t and ptr == t.data_ptr() and version == t._version
+            for (ref, ptr, version), t in zip(stamps, sources))
 
 
 class ConvBN(nn.Sequential):
@@ -68,6 +108,7 @@ class RepConvBN(BaseModule):
         self.kernel_size, self.stride, self.groups = kernel_size, stride, groups
         self.deploy = deploy
         self.act = nn.ReLU(inplace=True) if with_act else nn.Identity()
+        self._fold_cache = FoldCache()
         if deploy:
             self.fused = nn.Conv2d(in_channels, out_channels, kernel_size, stride, kernel_size // 2,
                                    groups=groups, bias=True)
@@ -80,18 +121,25 @@ class RepConvBN(BaseModule):
         self.identity = (nn.BatchNorm2d(out_channels)
                          if use_identity and in_channels == out_channels and stride == 1 else None)
 
+    def train(self, mode: bool = True) -> 'RepConvBN':
+        self._fold_cache.clear()
+        return super().train(mode)
+
     def forward(self, x: Tensor) -> Tensor:
+        return self.act(self.forward_linear(x))
+
+    def forward_linear(self, x: Tensor) -> Tensor:
+        """The output before the activation."""
         if self.deploy:
-            return self.act(self.fused(x))
+            return self.fused(x)
+        if self.is_single_conv():  # eval, norm_eval or frozen: one conv fused on the fly
+            return self._conv(x, *self.fused_kernel_bias())
         norms = self._norms()
-        if not any(bn.training for bn in norms):  # eval, norm_eval or frozen: one conv fused on the fly
-            kernel, bias = self.fused_kernel_bias()
-            return self.act(self._conv(x, kernel, bias))
         if self._pointwise_statistics_pay(x, norms):
-            return self.act(self._forward_pointwise_train(x, norms))
+            return self._forward_pointwise_train(x, norms)
         if self._depthwise_kernel_applies(x, norms):
-            return self.act(self._forward_depthwise_train(x, norms))
-        return self.act(self.forward_branches(x))
+            return self._forward_depthwise_train(x, norms)
+        return self.forward_branches(x)
 
     def forward_branches(self, x: Tensor) -> Tensor:
         """The reference train form: every branch on its own, then the sum."""
@@ -183,8 +231,18 @@ class RepConvBN(BaseModule):
         norms += [self.scale.bn] if self.scale is not None else []
         return norms + ([self.identity] if self.identity is not None else [])
 
+    def is_single_conv(self) -> bool:
+        """Whether the block computes one conv now: fused, or every BN in eval mode (running statistics)."""
+        return self.deploy or not any(bn.training for bn in self._norms())
+
     def fused_kernel_bias(self) -> Tuple[Tensor, Tensor]:
-        """The (kernel, bias) of the single conv equivalent to all branches in eval mode."""
+        """The (kernel, bias) of the single conv equivalent to all branches in eval mode (the fused conv's
+        once fused); cached while the weights and statistics are unchanged (see :class:`FoldCache`)."""
+        if self.deploy:
+            return self.fused.weight, self.fused.bias
+        return self._fold_cache.get('kernel_bias', [*self.parameters(), *self.buffers()], self._fuse_branches)
+
+    def _fuse_branches(self) -> Tuple[Tensor, Tensor]:
         pad = self.kernel_size // 2
         kernels: List[Tensor] = []
         biases: List[Tensor] = []
@@ -218,6 +276,7 @@ class RepConvBN(BaseModule):
         if self.deploy:
             return
         kernel, bias = self.fused_kernel_bias()
+        self._fold_cache.clear()
         conv = self.branches[0].conv
         self.fused = nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size, self.stride,
                                self.kernel_size // 2, groups=self.groups, bias=True).to(kernel)
