@@ -13,7 +13,7 @@ setup(
     long_description_content_type='text/markdown',
     python_requires='>=3.9',
     packages=find_packages(include=['ghostdet', 'ghostdet.*']),
-    package_data={'ghostdet.models.layers': ['csrc/*.cpp']},  # compiled on first use (depthwise_train.py)
+    package_data={'ghostdet.models.layers': ['csrc/*.cpp', 'csrc/*.h']},  # compiled on first use (cpu_kernels.py)
     install_requires=[
         'torch>=2.0',
         'torchvision',
