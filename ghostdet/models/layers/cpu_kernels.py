@@ -19,9 +19,17 @@ import shutil
 import sys
 import warnings
 
+import torch
+
 _CSRC = osp.join(osp.dirname(__file__), 'csrc')
 SOURCES = ('bindings.cpp', 'depthwise_branches.cpp', 'ghost_module.cpp')
 SWITCH = 'GHOSTDET_CPU_KERNELS'
+
+
+def takes(map_: torch.Tensor) -> bool:
+    """Whether a tensor is what the kernels read: a 4-d float32 CPU map in channels-last memory format."""
+    return (map_.dim() == 4 and map_.dtype == torch.float32 and map_.device.type == 'cpu'
+            and map_.is_contiguous(memory_format=torch.channels_last))
 
 
 def enabled() -> bool:

@@ -51,7 +51,5 @@ class DepthwiseBranchesBN(torch.autograd.Function):
 def kernel_applies(x: Tensor, stride: int) -> bool:
     """Whether ``x`` is what the kernel takes (float32 CPU, channels-last, more than one output pixel
     per channel, as BN needs) and the kernel is built."""
-    return (x.dim() == 4 and x.dtype == torch.float32 and x.device.type == 'cpu'
-            and x.is_contiguous(memory_format=torch.channels_last)
-            and x.shape[0] * -(-x.shape[2] // stride) * -(-x.shape[3] // stride) > 1
+    return (cpu_kernels.takes(x) and x.shape[0] * -(-x.shape[2] // stride) * -(-x.shape[3] // stride) > 1
             and cpu_kernels.enabled())

@@ -26,8 +26,7 @@ def applies(x: Tensor, primary: RepConvBN, cheap: RepConvBN, out_channels: int, 
     alike (ReLU or nothing); ``x`` is a float32 CPU map in channels-last format and so are the other maps;
     nothing requires gradients or traces the graph; and the kernels are built."""
     tensors = [x, *(m for m in maps if m is not None)]
-    return (x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
-            and all(t.dtype == torch.float32 and t.device.type == 'cpu' for t in tensors)
+    return (all(cpu_kernels.takes(t) for t in tensors)
             and cheap.is_single_conv() and cheap.kernel_size == 3 and cheap.stride == 1
             and cheap.groups == cheap.in_channels == cheap.out_channels == primary.out_channels
             and 2 * primary.out_channels == out_channels
@@ -45,11 +44,8 @@ def ghost_module_output(primary: Tensor, cheap: RepConvBN, gate: Optional[Tensor
     kernel, bias = cheap.fused_kernel_bias()
     rows = cols = primary.new_empty(0, dtype=torch.long)
     if gate is not None:
-        gate = gate.contiguous(memory_format=torch.channels_last)
         rows = nearest_sources(gate.shape[2], primary.shape[2])
         cols = nearest_sources(gate.shape[3], primary.shape[3])
-    if residual is not None:
-        residual = residual.contiguous(memory_format=torch.channels_last)
     return cpu_kernels.extension().ghost_module_output(
         primary.contiguous(memory_format=torch.channels_last), kernel.reshape(-1, 9).contiguous(),
         bias.contiguous(), isinstance(cheap.act, nn.ReLU), gate, rows, cols, residual)
