@@ -2,6 +2,7 @@
 PyTorch modules, step aside wherever gradients, tracing or other inputs need the modules, and never serve
 stale weights."""
 import copy
+from typing import Any, Callable
 
 import pytest
 import torch
@@ -24,11 +25,11 @@ def ghost_module(in_channels: int, out_channels: int, relu: bool, dfc: bool, dep
     return module.to(memory_format=CHANNELS_LAST)
 
 
-def reference(module: GhostModuleV3, x: torch.Tensor, residual, monkeypatch) -> torch.Tensor:
-    """The module's output from the PyTorch ops (kernels switched off)."""
+def without_kernels(monkeypatch, run: Callable[[], Any]) -> Any:
+    """``run()`` on the PyTorch ops (kernels switched off for the call)."""
     monkeypatch.setenv('GHOSTDET_CPU_KERNELS', '0')
     try:
-        return module(x, residual)
+        return run()
     finally:
         monkeypatch.delenv('GHOSTDET_CPU_KERNELS')
 
@@ -51,7 +52,7 @@ def test_kernel_equals_the_modules(in_channels, out_channels, height, width, dep
             assert ghost_module_kernel.applies(x, module.primary, module.cheap, out_channels, gate, res)
             out = module(x, res)
             assert out.is_contiguous(memory_format=CHANNELS_LAST)
-            assert max_rel_diff(reference(module, x, res, monkeypatch), out) < 1e-6
+            assert max_rel_diff(without_kernels(monkeypatch, lambda: module(x, res)), out) < 1e-6
 
 
 def test_backbone_outputs_with_and_without_kernel(monkeypatch):
@@ -63,9 +64,7 @@ def test_backbone_outputs_with_and_without_kernel(monkeypatch):
             x = torch.randn(1, 3, *size)
             with torch.no_grad():
                 fast = net(x)
-                monkeypatch.setenv('GHOSTDET_CPU_KERNELS', '0')
-                slow = net(x)
-                monkeypatch.delenv('GHOSTDET_CPU_KERNELS')
+                slow = without_kernels(monkeypatch, lambda: net(x))
             for a, b in zip(slow, fast):
                 assert max_rel_diff(a, b) < 1e-5
 
