@@ -15,9 +15,9 @@ setup(
     packages=find_packages(include=['ghostdet', 'ghostdet.*']),
     package_data={'ghostdet.models.layers': ['csrc/*.cpp', 'csrc/*.h']},  # compiled on first use (cpu_kernels.py)
     install_requires=[
-        'torch>=2.0',
+        'torch>=2.5',  # torch.serialization.add_safe_globals (2.4) / safe_globals (2.5): safe checkpoint loading
         'torchvision',
-        'numpy',
+        'numpy>=2.0',  # numpy._core (safe_load.py's allow-list)
         'mmengine>=0.10.0,<1.0.0',
         'mmcv>=2.0.0,<2.2.0',  # mmdet 3.3.0 refuses mmcv>=2.2
         'mmdet>=3.3.0,<3.4.0',

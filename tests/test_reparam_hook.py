@@ -3,6 +3,7 @@ equal to the unfused ones, the same COCO mAP, EMA weights, untouched resume, and
 import glob
 import os.path as osp
 import pickle
+import re
 from typing import List, Tuple
 
 import pytest
@@ -106,6 +107,18 @@ def test_deploy_files_beside_every_checkpoint(retinanet_run):
     with open(osp.join(retinanet_run.log_dir, f'{retinanet_run.timestamp}.log')) as f:
         log = f.read()
     assert 'Deploy checkpoint epoch_3_deploy.pth:' in log and 'blocks fused in' in log and 'M parameters' in log
+
+
+@pytest.mark.slow
+def test_each_deploy_file_written_once(retinanet_run):
+    """After each new best, CheckpointHook saves epoch_N.pth a second time (same weights, to record the
+    best in its message hub): its deploy file is not written again."""
+    with open(osp.join(retinanet_run.log_dir, f'{retinanet_run.timestamp}.log')) as f:
+        log = f.read()
+    written = re.findall(r'Deploy checkpoint (\S+): ', log)
+    best = re.findall(r'The best checkpoint .* is saved to (\S+)\.pth', log)
+    assert best and sorted(written) == sorted([f'epoch_{i}_deploy.pth' for i in (1, 2, 3)] +
+                                              [f'{name}_deploy.pth' for name in best])
 
 
 @pytest.mark.slow

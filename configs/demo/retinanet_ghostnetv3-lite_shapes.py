@@ -19,7 +19,7 @@ model = dict(
     bbox_head=dict(num_classes=3, in_channels=64, feat_channels=64, stacked_convs=2, norm_cfg=group_norm,
                    anchor_generator=dict(octave_base_scale=2)))
 
-max_iters = 300
+max_iters = 400
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=100)
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
@@ -39,6 +39,14 @@ default_hooks = dict(
     logger=dict(type='LoggerHook', interval=10),
     checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=100, max_keep_ckpts=2,
                     save_best='coco/bbox_mAP'))
+# Evaluated (and fused) with an exponential moving average of the weights and BN statistics, as RTMDet
+# trains: a from-scratch run of a few hundred steps ends on noisy weights, and which of them a seed lands
+# on decided mAP50 between 0.70 and 0.83. ExpMomentumEMA starts as a copy of the weights (momentum ~1)
+# and settles on averaging about the last 50 steps (momentum 0.02) once training is past its warm-up.
+custom_hooks = [
+    dict(type='EMAHook', ema_type='ExpMomentumEMA', momentum=0.02, gamma=50, update_buffers=True,
+         priority='ABOVE_NORMAL')
+] + _base_.custom_hooks
 log_processor = dict(by_epoch=False)
 env_cfg = dict(dist_cfg=dict(backend='gloo'))
 randomness = dict(seed=0)

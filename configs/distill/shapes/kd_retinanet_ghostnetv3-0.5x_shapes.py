@@ -11,7 +11,7 @@ model = dict(
     type='SingleStageDistiller',
     student=_base_.model,
     teacher_config='{{fileDirname}}/retinanet_ghostnetv3-1.0x_shapes_teacher.py',
-    teacher_checkpoint='work_dirs/retinanet_ghostnetv3-1.0x_shapes_teacher/iter_300.pth',
+    teacher_checkpoint='work_dirs/retinanet_ghostnetv3-1.0x_shapes_teacher/iter_400.pth',
     distill_losses=dict(
         loss_pkd=dict(type='PKDFeatureLoss', loss_weight=3.0),
         loss_logit_kd=dict(type='DenseLogitKDLoss', loss_weight=1.0, temperature=1.0)))

@@ -15,6 +15,7 @@ from ...reparam import (DEPLOY_CONFIG_NAME, build_cpu_model, count_reparam_leave
                         source_weights, to_deploy_config, weights_mismatch, write_deploy_config)
 
 FileState = Optional[Tuple[int, int, int]]
+Step = Tuple[Optional[int], Optional[int]]  # (epoch, iter) of the weights a checkpoint holds
 
 
 def _file_state(path: str) -> FileState:
@@ -47,6 +48,10 @@ class ReparamCheckpointHook(Hook):
     the live parameters themselves), so resuming is unaffected. Files are written atomically, on rank 0.
     Deploy files of checkpoints that CheckpointHook later removes (``max_keep_ckpts``, an older best)
     are removed with them.
+
+    Each deploy file is written once per training step: after a new best checkpoint, CheckpointHook
+    saves the last regular checkpoint a second time (same weights, to record the new best in its
+    message hub), and that re-save is recognised by the ``epoch``/``iter`` of its ``meta``.
     """
 
     priority = 'LOWEST'
@@ -56,7 +61,7 @@ class ReparamCheckpointHook(Hook):
         self._deploy_cfg: Optional[Config] = None
         self._pending: Optional[Tuple[nn.Module, dict]] = None  # weights + meta of the last save
         self._file_states: Dict[str, FileState] = {}  # named checkpoints before the save
-        self._written: Dict[str, str] = {}  # checkpoint -> its deploy file, this run
+        self._written: Dict[str, Tuple[str, Step]] = {}  # checkpoint -> its deploy file, weights' step
         self._config_written = False
         self._warned_unseen = False
 
@@ -136,6 +141,10 @@ class ReparamCheckpointHook(Hook):
                                       f'{list(states)} changed (remote out_dir?); no deploy file written.')
                 self._warned_unseen = True
             return
+        step: Step = (meta.get('epoch'), meta.get('iter'))
+        saved = [path for path in saved if not self._is_current(path, step)]
+        if not saved:  # only re-saves of checkpoints whose deploy file holds these weights already
+            return
         fused = fuse_weights(model)
         if not self._config_written:
             write_deploy_config(osp.join(runner.work_dir, DEPLOY_CONFIG_NAME), self._deploy_cfg)
@@ -143,15 +152,20 @@ class ReparamCheckpointHook(Hook):
         for path in saved:
             deploy_path = deploy_checkpoint_path(path)
             save_deploy_checkpoint(deploy_path, fused, meta, osp.basename(path), self._deploy_cfg)
-            self._written[path] = deploy_path
+            self._written[path] = (deploy_path, step)
             runner.logger.info(
                 f'Deploy checkpoint {osp.basename(deploy_path)}: {fused.num_fused} blocks fused in '
                 f'{fused.seconds:.2f} s, {fused.num_params / 1e6:.3f} M parameters, '
                 f'{_mb(deploy_path):.2f} MB (training checkpoint {_mb(path):.2f} MB)')
 
+    def _is_current(self, path: str, step: Step) -> bool:
+        """Whether ``path``'s deploy file, written by this hook, holds the weights of ``step``."""
+        deploy_path, written_step = self._written.get(path, (None, None))
+        return None not in step and written_step == step and osp.isfile(deploy_path)
+
     def _remove_orphans(self, runner) -> None:
         """Remove the deploy files of checkpoints CheckpointHook has deleted."""
-        for path, deploy_path in list(self._written.items()):
+        for path, (deploy_path, _) in list(self._written.items()):
             if not osp.exists(path):
                 if osp.exists(deploy_path):
                     os.remove(deploy_path)

@@ -20,6 +20,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from ...weights import convert_to_ghostdet
 from ..layers import ghost_module_kernel
+from ..layers.norm import BatchNorm2d
 from ..layers.reparam import FoldCache, RepConvBN, fuse_conv_bn, graph_is_recorded
 
 # One row per bottleneck: (depthwise kernel, expansion channels, output channels, SE ratio, stride),
@@ -54,7 +55,7 @@ def conv_bn(in_channels: int, out_channels: int, kernel_size, stride: int = 1,
     """A bias-free conv and its BN as two list items (for ``nn.Sequential`` key layouts)."""
     padding = tuple(k // 2 for k in kernel_size) if isinstance(kernel_size, tuple) else kernel_size // 2
     return [nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, groups=groups, bias=False),
-            nn.BatchNorm2d(out_channels)]
+            BatchNorm2d(out_channels)]
 
 
 class ConvBNSequential(nn.Sequential):

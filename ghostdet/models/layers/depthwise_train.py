@@ -16,7 +16,7 @@ from typing import Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
-from . import cpu_kernels
+from . import cpu_kernels, reparam  # reparam imports this module too: names are looked up at call time
 
 
 class DepthwiseBranchesBN(torch.autograd.Function):
@@ -37,7 +37,10 @@ class DepthwiseBranchesBN(torch.autograd.Function):
         ctx.mark_non_differentiable(batch_mean, batch_var)
         return y, batch_mean, batch_var
 
+    # The C++ backward records no graph: differentiating it again (create_graph=True, e.g. a gradient
+    # penalty) must raise, not return gradients missing its terms.
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(ctx, grad_y: Tensor, *_) -> Sequence[Optional[Tensor]]:
         x, taps, z, scale, sums, state = ctx.saved_tensors
         stride, weight_shape = ctx.setup
@@ -50,6 +53,7 @@ class DepthwiseBranchesBN(torch.autograd.Function):
 
 def kernel_applies(x: Tensor, stride: int) -> bool:
     """Whether ``x`` is what the kernel takes (float32 CPU, channels-last, more than one output pixel
-    per channel, as BN needs) and the kernel is built."""
+    per channel, as BN needs), no graph is recorded (torch.compile / export and tracers see the PyTorch
+    branches) and the kernel is built."""
     return (cpu_kernels.takes(x) and x.shape[0] * -(-x.shape[2] // stride) * -(-x.shape[3] // stride) > 1
-            and cpu_kernels.enabled())
+            and not reparam.graph_is_recorded() and cpu_kernels.enabled())

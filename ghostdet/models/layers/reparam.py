@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from mmengine.model import BaseModule
 from torch import Tensor
 
-from . import depthwise_train
+from . import cpu_kernels, depthwise_train
+from .norm import BatchNorm2d
 
 
 def fuse_conv_bn(weight: Tensor, bn: nn.BatchNorm2d, mean: Optional[Tensor] = None,
@@ -29,8 +30,10 @@ def fuse_conv_bn(weight: Tensor, bn: nn.BatchNorm2d, mean: Optional[Tensor] = No
 
 def graph_is_recorded() -> bool:
     """Whether a tracer or compiler records the graph (torch.jit.trace for ONNX export and FLOP counting,
-    torch.compile / torch.export): the plain PyTorch ops must run then, uncached."""
-    return torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.compiler.is_exporting()
+    torch.compile / torch.export): the plain PyTorch ops must run then, uncached. torch.compiler's flags
+    count as unset where torch predates them (is_exporting: torch 2.6; export sets is_compiling too)."""
+    return (torch.jit.is_tracing() or getattr(torch.compiler, 'is_compiling', lambda: False)()
+            or getattr(torch.compiler, 'is_exporting', lambda: False)())
 
 
 class FoldCache:
@@ -74,7 +77,7 @@ class ConvBN(nn.Sequential):
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, kernel_size // 2,
                               groups=groups, bias=False)
-        self.bn = nn.BatchNorm2d(out_channels)
+        self.bn = BatchNorm2d(out_channels)
 
 
 class RepConvBN(BaseModule):
@@ -118,7 +121,7 @@ class RepConvBN(BaseModule):
             for _ in range(num_branches))
         self.scale = (ConvBN(in_channels, out_channels, 1, stride, groups)
                       if use_scale and kernel_size > 1 else None)
-        self.identity = (nn.BatchNorm2d(out_channels)
+        self.identity = (BatchNorm2d(out_channels)
                          if use_identity and in_channels == out_channels and stride == 1 else None)
 
     def train(self, mode: bool = True) -> 'RepConvBN':
@@ -157,7 +160,8 @@ class RepConvBN(BaseModule):
         C_in < 8 C_out, -18%; with C_in < 3 C_out, -14%; every 1×1 block, -8%."""
         return (self.kernel_size == 1 and self.stride == 1 and self.groups == 1
                 and self.in_channels < 8 * self.out_channels and x.dim() == 4
-                and x.shape[0] * x.shape[2] * x.shape[3] > 1 and self._batch_statistics_only(norms))
+                and x.shape[0] * x.shape[2] * x.shape[3] > 1 and self._batch_statistics_only(norms)
+                and cpu_kernels.switched_on())
 
     @staticmethod
     def _batch_statistics_only(norms: List[nn.BatchNorm2d]) -> bool:
@@ -201,25 +205,31 @@ class RepConvBN(BaseModule):
         with m and Σ the mean and covariance of the input channels. So the summed branches equal
         (Σ_i s_i W_i) x + b with s_i = γ_i / sqrt(var_i + eps): one matmul instead of one conv and one BN
         pass per branch, forward and backward (autograd differentiates through m and Σ). Running
-        statistics are updated as BN would (unbiased variance, momentum)."""
+        statistics are updated as BN would (unbiased variance, momentum).
+
+        The statistics and this algebra run in float64: diag(W Σ Wᵀ) cancels heavily where few pixels feed
+        many channels (Σ is then far from full rank), which costs float32 most of its digits in the
+        variances and gradients of deep stages; in float64 the block is as exact as BN's own kernel."""
         batch, channels, height, width = x.shape
         pixels = x.permute(0, 2, 3, 1).reshape(-1, channels)  # a view for channels-last input
         count = pixels.shape[0]
-        mean = pixels.mean(0)
-        centred = pixels - mean
+        exact = pixels.double()
+        mean = exact.mean(0)
+        centred = exact - mean
         cov = centred.t() @ centred / count
-        weights = torch.stack([branch.conv.weight for branch in self.branches]).flatten(2)  # (B, out, in)
+        weights = torch.stack([branch.conv.weight for branch in self.branches]).flatten(2).double()  # (B, out, in)
         means = weights @ mean
         variances = ((weights @ cov) * weights).sum(2)
         if self.identity is not None:
-            weights = torch.cat([weights, self._identity_kernel().flatten(1)[None]])
+            weights = torch.cat([weights, self._identity_kernel().flatten(1)[None].double()])
             means = torch.cat([means, mean[None]])
             variances = torch.cat([variances, cov.diagonal()[None]])
-        gamma = torch.stack([bn.weight for bn in norms])
+        gamma = torch.stack([bn.weight for bn in norms]).double()
         scale = gamma * (variances + norms[0].eps).rsqrt()
-        kernel = (weights * scale[..., None]).sum(0)
-        bias = (torch.stack([bn.bias for bn in norms]) - means * scale).sum(0)
-        self._update_running_stats(norms, means, variances * (count / (count - 1)))
+        kernel = (weights * scale[..., None]).sum(0).to(x.dtype)
+        bias = (torch.stack([bn.bias for bn in norms]).double() - means * scale).sum(0).to(x.dtype)
+        buffers = norms[0].running_mean.dtype
+        self._update_running_stats(norms, means.to(buffers), (variances * (count / (count - 1))).to(buffers))
         out = torch.addmm(bias, pixels, kernel.t())
         return out.view(batch, height, width, self.out_channels).permute(0, 3, 1, 2)
 

@@ -55,7 +55,7 @@ void row_block(const Row& row, const Shape& s, const float* kernel, const float*
   for (int t = 0; t < 9; ++t) w[t] = load<V>(kernel + t * s.p + c0);
   const Vec<V> b = load<V>(bias + c0), zero = Vec<V>{} * 0.f;
   auto act = [&](Vec<V> v) {
-    if constexpr (Relu) return v > zero ? v : zero;
+    if constexpr (Relu) return v < zero ? zero : v;  // NaN stays NaN, as torch.relu keeps it
     return v;
   };
   auto p_at = [&](const float* px) { return act(load<V>(px)); };
