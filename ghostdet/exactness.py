@@ -14,9 +14,38 @@ from typing import Dict, Iterator, List, Sequence
 
 import torch
 import torch.nn as nn
+from mmengine.logging import MMLogger
 from torch import Tensor
 
+from .models.backbones import GhostNetV3
 from .models.layers import cpu_kernels
+
+
+def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Give every BN non-trivial statistics and affine parameters (fresh BNs are identities, which would
+    hide errors in their fusion or gradients)."""
+    gen = torch.Generator().manual_seed(seed)
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            n = module.num_features
+            module.running_mean.copy_(torch.rand(n, generator=gen) - 0.5)
+            module.running_var.copy_(torch.rand(n, generator=gen) * 1.5 + 0.5)
+            module.weight.data.copy_(torch.rand(n, generator=gen) + 0.5)
+            module.bias.data.copy_(torch.rand(n, generator=gen) * 0.6 - 0.3)
+    return model
+
+
+def random_backbone(width: float, out_indices: Sequence[int] = (0, 1, 2, 3, 4)) -> GhostNetV3:
+    """A GhostNetV3 as a user builds it (the default Kaiming init), with random BN statistics."""
+    model = GhostNetV3(width, out_indices=out_indices)
+    logger = MMLogger.get_current_instance()
+    level = logger.level
+    logger.setLevel('WARNING')  # init_weights logs every tensor
+    try:
+        model.init_weights()
+    finally:
+        logger.setLevel(level)
+    return randomize_bn(model)
 
 
 @contextmanager

@@ -2,20 +2,8 @@
 loss and backward pass on generated data."""
 import pytest
 import torch
-import torch.nn as nn
 
-
-def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Give every BN non-trivial statistics and affine parameters (fresh BNs fuse to identity)."""
-    gen = torch.Generator().manual_seed(seed)
-    for module in model.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            n = module.num_features
-            module.running_mean.copy_(torch.rand(n, generator=gen) - 0.5)
-            module.running_var.copy_(torch.rand(n, generator=gen) * 1.5 + 0.5)
-            module.weight.data.copy_(torch.rand(n, generator=gen) + 0.5)
-            module.bias.data.copy_(torch.rand(n, generator=gen) * 0.6 - 0.3)
-    return model
+from ghostdet.exactness import randomize_bn  # noqa: F401 (shared by the tests through conftest)
 
 
 def max_rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:

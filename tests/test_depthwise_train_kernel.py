@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from conftest import max_rel_diff, randomize_bn
-from ghostdet.models import GhostNetV3, RepConvBN
+from ghostdet.models import RepConvBN
 from ghostdet.models.layers import cpu_kernels
 
 # (channels, kernel, stride, height, width, scale branch, identity branch, batch): GhostNetV3's block kinds,
@@ -47,29 +47,6 @@ def test_kernel_matches_float64_branches(channels, kernel, stride, height, width
         assert max_rel_diff(grad, fast[2][name]) < 1e-3, name
     for name, buffer in exact[3].items():
         assert max_rel_diff(buffer, fast[3][name]) < 1e-5, name
-
-
-def test_backbone_train_step_is_as_exact_as_the_float32_branches(monkeypatch):
-    """The whole backbone with every depthwise block on the kernel, against its float64 twin: every output,
-    parameter gradient and running statistic is as close as float32 PyTorch branches get (deep BN stacks
-    amplify float32 rounding in some gradients, and some gradients are exactly zero, so a plain relative
-    bound would test float32, not the kernel)."""
-    model = randomize_bn(GhostNetV3(0.5)).train()
-    x = torch.randn(2, 3, 64, 96)
-    runs = {}
-    for name, dtype, kernel in (('kernel', torch.float32, '1'), ('branches', torch.float32, '0'),
-                                ('exact', torch.float64, '1')):
-        monkeypatch.setenv('GHOSTDET_CPU_KERNELS', kernel)
-        net = copy.deepcopy(model).to(dtype)
-        outs = net(x.to(dtype))
-        sum((o * o).mean() for o in outs).backward()
-        runs[name] = ([o.double() for o in outs] + [p.grad.double() for p in net.parameters()]
-                      + [b.double() for b in net.buffers()])
-    scale = max(t.abs().max().item() for t in runs['exact'])
-    for exact, kernel, branches in zip(runs['exact'], runs['kernel'], runs['branches']):
-        kernel_error = (kernel - exact).abs().max().item()
-        branch_error = (branches - exact).abs().max().item()
-        assert kernel_error <= 2 * branch_error + 1e-6 * scale
 
 
 def test_kernel_is_deterministic():

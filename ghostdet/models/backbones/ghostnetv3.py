@@ -21,7 +21,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from ...weights import convert_to_ghostdet
 from ..layers import ghost_module_kernel
 from ..layers.norm import BatchNorm2d
-from ..layers.reparam import FoldCache, RepConvBN, fuse_conv_bn, graph_is_recorded
+from ..layers.cpu_kernels import graph_is_recorded
+from ..layers.reparam import FoldCache, RepConvBN, fuse_conv_bn
 
 # One row per bottleneck: (depthwise kernel, expansion channels, output channels, SE ratio, stride),
 # grouped by stage; stage i ends at stride 2 ** (i + 1). Same table as the authors and timm.

@@ -38,6 +38,14 @@ def takes(map_: torch.Tensor) -> bool:
             and map_.is_contiguous(memory_format=torch.channels_last))
 
 
+def graph_is_recorded() -> bool:
+    """Whether a tracer or compiler records the graph (torch.jit.trace for ONNX export and FLOP counting,
+    torch.compile / torch.export): the plain PyTorch ops must run then, uncached. torch.compiler's flags
+    count as unset where torch predates them (is_exporting: torch 2.6; export sets is_compiling too)."""
+    return (torch.jit.is_tracing() or getattr(torch.compiler, 'is_compiling', lambda: False)()
+            or getattr(torch.compiler, 'is_exporting', lambda: False)())
+
+
 def switched_on() -> bool:
     """Whether the fast paths may run at all: ``GHOSTDET_CPU_KERNELS=0`` turns every one off (the C++
     kernels and the one-matmul 1×1 train path), leaving the plain PyTorch reference computation."""

@@ -16,7 +16,7 @@ from typing import Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
-from . import cpu_kernels, reparam  # reparam imports this module too: names are looked up at call time
+from . import cpu_kernels
 
 
 class DepthwiseBranchesBN(torch.autograd.Function):
@@ -56,4 +56,4 @@ def kernel_applies(x: Tensor, stride: int) -> bool:
     per channel, as BN needs), no graph is recorded (torch.compile / export and tracers see the PyTorch
     branches) and the kernel is built."""
     return (cpu_kernels.takes(x) and x.shape[0] * -(-x.shape[2] // stride) * -(-x.shape[3] // stride) > 1
-            and not reparam.graph_is_recorded() and cpu_kernels.enabled())
+            and not cpu_kernels.graph_is_recorded() and cpu_kernels.enabled())

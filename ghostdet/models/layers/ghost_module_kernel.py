@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import cpu_kernels
-from .reparam import RepConvBN, graph_is_recorded
+from .reparam import RepConvBN
 
 
 def applies(x: Tensor, primary: RepConvBN, cheap: RepConvBN, out_channels: int, *maps: Optional[Tensor]) -> bool:
@@ -33,7 +33,7 @@ def applies(x: Tensor, primary: RepConvBN, cheap: RepConvBN, out_channels: int, 
             and type(primary.act) is type(cheap.act) and isinstance(cheap.act, (nn.ReLU, nn.Identity))
             and not (torch.is_grad_enabled() and any(
                 t.requires_grad for t in [*tensors, *primary.parameters(), *cheap.parameters()]))
-            and not graph_is_recorded()
+            and not cpu_kernels.graph_is_recorded()
             and cpu_kernels.enabled())
 
 

@@ -28,14 +28,6 @@ def fuse_conv_bn(weight: Tensor, bn: nn.BatchNorm2d, mean: Optional[Tensor] = No
     return weight * scale.reshape(-1, 1, 1, 1), bn.bias - mean * scale
 
 
-def graph_is_recorded() -> bool:
-    """Whether a tracer or compiler records the graph (torch.jit.trace for ONNX export and FLOP counting,
-    torch.compile / torch.export): the plain PyTorch ops must run then, uncached. torch.compiler's flags
-    count as unset where torch predates them (is_exporting: torch 2.6; export sets is_compiling too)."""
-    return (torch.jit.is_tracing() or getattr(torch.compiler, 'is_compiling', lambda: False)()
-            or getattr(torch.compiler, 'is_exporting', lambda: False)())
-
-
 class FoldCache:
     """Weights derived from parameters and buffers (BNs folded into conv kernels), kept while their sources
     are unchanged: the same tensor objects with the same storage and in-place version. Optimizer steps and
@@ -53,7 +45,7 @@ class FoldCache:
 
     def get(self, name: Hashable, sources: Sequence[Tensor],
             compute: Callable[[], Tuple[Tensor, ...]]) -> Tuple[Tensor, ...]:
-        if graph_is_recorded() or (torch.is_grad_enabled() and any(t.requires_grad for t in sources)):
+        if cpu_kernels.graph_is_recorded() or (torch.is_grad_enabled() and any(t.requires_grad for t in sources)):
             return compute()
         entry = self._entries.get(name)
         if entry is None or not self._unchanged(entry[0], sources):
