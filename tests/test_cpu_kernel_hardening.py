@@ -114,8 +114,11 @@ def load_in_child(extensions_dir: str) -> dict:
     cache and no compiler or ninja on PATH; as root, bound by file permissions."""
     env = {k: v for k, v in os.environ.items() if k not in ('CC', 'CXX')}
     env.update(PATH=os.devnull, TORCH_EXTENSIONS_DIR=extensions_dir, OMP_NUM_THREADS='1')
-    done = subprocess.run([sys.executable, '-c', CHILD], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=120, preexec_fn=obey_permissions if os.getuid() == 0 else None)
+    try:
+        done = subprocess.run([sys.executable, '-c', CHILD], cwd=REPO, env=env, capture_output=True, text=True,
+                              timeout=120, preexec_fn=obey_permissions if os.getuid() == 0 else None)
+    except subprocess.SubprocessError as error:  # a root without CAP_SETPCAP cannot give up its rights
+        pytest.skip(f'cannot make a read-only folder binding for root here: {error}')
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.splitlines()[-1])
 

@@ -205,3 +205,27 @@ def test_channels_last_is_a_layout_not_a_numerics_change():
         assert outs[0].is_contiguous(memory_format=torch.channels_last)
         for a, b in zip(outs, nchw(x)):
             assert max_rel_diff(b, a) < 1e-5
+
+
+def test_bf16_autocast_train_step():
+    """Mixed precision (--amp) trains: the 1×1 train path's statistics run in float64, out of autocast's
+    reach, and reach the float32 running statistics cast to their dtype (a bf16 blend used to raise)."""
+    model = GhostNetV3(0.5).train()
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        outs = model(torch.randn(2, 3, 128, 128))
+    sum(o.float().sum() for o in outs).backward()
+    assert all(o.dtype == torch.bfloat16 for o in outs)
+    assert all(torch.isfinite(b).all() and b.dtype != torch.bfloat16 for b in model.buffers())
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_every_sync_batchnorm_runs_in_train_mode():
+    """After convert_sync_batchnorm (sync_bn='torch' on several GPUs) every BN is a SyncBatchNorm, whose
+    statistics span all devices: the fast train paths, which compute BN statistics themselves, step aside."""
+    model = nn.SyncBatchNorm.convert_sync_batchnorm(GhostNetV3(0.5)).train()
+    norms = {name: m for name, m in model.named_modules() if isinstance(m, nn.SyncBatchNorm)}
+    ran = set()
+    for name, module in norms.items():
+        module.register_forward_hook(lambda module, inputs, output, name=name: ran.add(name))
+    model(torch.randn(2, 3, 128, 128))  # not distributed: SyncBatchNorm normalizes like BatchNorm
+    assert len(norms) == 325 and ran == set(norms)

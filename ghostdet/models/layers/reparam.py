@@ -158,8 +158,10 @@ class RepConvBN(BaseModule):
     @staticmethod
     def _batch_statistics_only(norms: List[nn.BatchNorm2d]) -> bool:
         """Every BN normalizes with batch statistics and updates its running ones, all with one momentum
-        and one eps (what the one-op train paths assume)."""
-        return (all(bn.training and bn.track_running_stats and bn.momentum is not None for bn in norms)
+        and one eps (what the one-op train paths assume), and none is a SyncBatchNorm (whose statistics are
+        taken over every device: only its own forward does that)."""
+        return (all(bn.training and bn.track_running_stats and bn.momentum is not None
+                    and not isinstance(bn, nn.SyncBatchNorm) for bn in norms)
                 and len({(bn.momentum, bn.eps) for bn in norms}) == 1)
 
     @staticmethod
@@ -175,7 +177,7 @@ class RepConvBN(BaseModule):
 
     def _depthwise_kernel_applies(self, x: Tensor, norms: List[nn.BatchNorm2d]) -> bool:
         """Whether the train-mode depthwise block runs as one C++ op (see ``depthwise_train``). Measured
-        on the 1.0x backbone's train step (640², 2 CPU threads): see README's speed section."""
+        on the 1.0x backbone's train step (640², 2 CPU threads): see docs/benchmarks.md."""
         return (self.kernel_size > 1 and self.groups == self.in_channels == self.out_channels
                 and self._batch_statistics_only(norms) and depthwise_train.kernel_applies(x, self.stride))
 
