@@ -7,7 +7,7 @@ export PYTHONHASHSEED := 0
 install:
 	@bash tools/setup_env.sh
 
-demo: install   ## train + COCO eval + fused checkpoint on the synthetic shapes dataset (CPU, ~8 min on 2 cores)
+demo: install   ## train + COCO eval + fused checkpoint on the synthetic shapes dataset (CPU, ~12 min on 2 cores)
 	$(PY) tools/demo.py $(ARGS)
 
 test: install   ## the whole test suite (CI runs exactly this)

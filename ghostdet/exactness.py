@@ -50,8 +50,9 @@ def random_backbone(width: float, out_indices: Sequence[int] = (0, 1, 2, 3, 4)) 
 
 @contextmanager
 def reference_computation(model: nn.Module) -> Iterator[nn.Module]:
-    """The model as the reference computes it: NCHW memory format (``channels_last=False``) and every fast
-    path off (``GHOSTDET_CPU_KERNELS=0``), restored afterwards."""
+    """The model as the reference computes it: NCHW weights and ``channels_last=False``, and every fast path
+    off (``GHOSTDET_CPU_KERNELS=0``). The flags and the switch are restored afterwards, the weights stay
+    NCHW (it runs on copies)."""
     previous = os.environ.get(cpu_kernels.SWITCH)
     os.environ[cpu_kernels.SWITCH] = '0'
     formats = {m: m.channels_last for m in model.modules() if hasattr(m, 'channels_last')}

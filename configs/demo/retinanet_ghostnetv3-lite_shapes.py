@@ -1,6 +1,6 @@
 # The CPU demo: RetinaNet-GhostNetV3-1.0x with a slim 64-channel FPN/head, trained from scratch on the
-# synthetic shapes dataset (256x256) for 300 iterations of batch 8 (about 11 minutes on 2 cores; 0.68 bbox
-# mAP / 0.84 mAP50 on the val split).
+# synthetic shapes dataset (256x256) for 400 iterations of batch 8, evaluated with EMA weights (about 12
+# minutes on 2 cores; measured numbers per seed: docs/benchmarks.md, "The demo").
 _base_ = [
     'mmdet::_base_/models/retinanet_r50_fpn.py', 'mmdet::_base_/default_runtime.py',
     '../_base_/datasets/shapes_detection.py', '../_base_/ghostnetv3_detection.py'
