@@ -7,6 +7,7 @@ reference computation in float64.
 import argparse
 
 import torch
+
 from ghostdet.exactness import compare_with_float64, random_backbone
 
 
