@@ -13,7 +13,7 @@ setup(
     long_description_content_type='text/markdown',
     python_requires='>=3.9',
     packages=find_packages(include=['ghostdet', 'ghostdet.*']),
-    package_data={'ghostdet.models.layers': ['csrc/*.cpp', 'csrc/*.h']},  # compiled on first use (cpu_kernels.py)
+    package_data={'ghostdet.ops': ['csrc/*.cpp', 'csrc/*.h']},  # compiled on first use (ops/build.py)
     install_requires=[
         'torch>=2.5',  # torch.serialization.add_safe_globals (2.4) / safe_globals (2.5): safe checkpoint loading
         'torchvision',

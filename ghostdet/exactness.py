@@ -6,7 +6,6 @@ branches in NCHW, which equal the authors' GhostNetV3 bit for bit). Both errors 
 a float64 run, so a bound built from them holds on any CPU: it is never tuned to one machine's rounding.
 """
 import copy
-import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 from statistics import median
@@ -17,8 +16,8 @@ import torch.nn as nn
 from mmengine.logging import MMLogger
 from torch import Tensor
 
+from . import ops
 from .models.backbones import GhostNetV3
-from .models.layers import cpu_kernels
 
 
 def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
@@ -51,22 +50,16 @@ def random_backbone(width: float, out_indices: Sequence[int] = (0, 1, 2, 3, 4)) 
 @contextmanager
 def reference_computation(model: nn.Module) -> Iterator[nn.Module]:
     """The model as the reference computes it: NCHW weights and ``channels_last=False``, and every fast path
-    off (``GHOSTDET_CPU_KERNELS=0``). The flags and the switch are restored afterwards, the weights stay
-    NCHW (it runs on copies)."""
-    previous = os.environ.get(cpu_kernels.SWITCH)
-    os.environ[cpu_kernels.SWITCH] = '0'
+    off. The flags and the switch are restored afterwards, the weights stay NCHW (it runs on copies)."""
     formats = {m: m.channels_last for m in model.modules() if hasattr(m, 'channels_last')}
     try:
         for module in formats:
             module.channels_last = False
-        yield model.to(memory_format=torch.contiguous_format)
+        with ops.cpu_kernels(False):
+            yield model.to(memory_format=torch.contiguous_format)
     finally:
         for module, value in formats.items():
             module.channels_last = value
-        if previous is None:
-            os.environ.pop(cpu_kernels.SWITCH)
-        else:
-            os.environ[cpu_kernels.SWITCH] = previous
 
 
 @dataclass

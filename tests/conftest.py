@@ -1,13 +1,12 @@
-"""Shared test helpers: randomized BN statistics make fusion and parity checks meaningful; a detector's
-loss and backward pass on generated data."""
+"""Fixtures shared by the tests (helpers: ``ghostdet.testing``)."""
+from pathlib import Path
+from typing import Callable
+
 import pytest
 import torch
 
-from ghostdet.exactness import randomize_bn  # noqa: F401 (shared by the tests through conftest)
-
-
-def max_rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a - b).abs().max() / a.abs().max().clamp_min(1e-12)).item()
+from ghostdet.datasets import make_shapes_dataset
+from ghostdet.testing import write_detector_files
 
 
 @pytest.fixture(autouse=True)
@@ -15,17 +14,37 @@ def _seed():
     torch.manual_seed(0)
 
 
-def loss_and_backward(model, image_shapes):
-    from mmdet.testing import demo_mm_inputs
-    packed = demo_mm_inputs(len(image_shapes), [(3, *s) for s in image_shapes], num_items=[3] * len(image_shapes),
-                            num_classes=80)
-    model.train()
-    data = model.data_preprocessor(packed, True)
-    losses = model.loss(data['inputs'], data['data_samples'])
-    total = sum(v.sum() if isinstance(v, torch.Tensor) else sum(x.sum() for x in v)
-                for k, v in losses.items() if 'loss' in k)
-    assert torch.isfinite(total)
-    total.backward()
-    grads = [p.grad for p in model.backbone.parameters()]
-    assert all(g is not None for g in grads) and any(g.abs().sum() > 0 for g in grads)
-    return losses
+@pytest.fixture(scope='module')
+def single_thread():
+    """Models this small run faster on one thread; on shared cores, more threads are much slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope='session')
+def shapes_data_root(tmp_path_factory) -> Callable[..., str]:
+    """``make(num_train, num_val, image_size, seed)`` -> the data root of that generated shapes dataset,
+    written once a session (the same arguments give the same files)."""
+
+    def make(num_train: int = 4, num_val: int = 2, image_size: int = 128, seed: int = 0) -> str:
+        out = tmp_path_factory.getbasetemp() / f'shapes_{num_train}_{num_val}_{image_size}_{seed}'
+        return make_shapes_dataset(str(out), num_train=num_train, num_val=num_val, image_size=image_size,
+                                   seed=seed)['data_root']
+
+    return make
+
+
+@pytest.fixture(scope='module')
+def data_root(shapes_data_root) -> str:
+    """4 training images of 128 px: the data of ``ghostdet.testing.detector_config``'s few-step runs."""
+    return shapes_data_root()
+
+
+@pytest.fixture(scope='module', params=['retinanet', 'fcos'])
+def detector_files(request, tmp_path_factory) -> dict:
+    """Each kind's training and deploy config + checkpoint (``write_detector_files``), its ``kind`` and
+    the folder they are in (``out``)."""
+    out: Path = tmp_path_factory.mktemp(request.param)
+    return dict(write_detector_files(request.param, str(out)), kind=request.param, out=out)

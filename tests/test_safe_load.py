@@ -23,8 +23,8 @@ import ghostdet  # noqa: F401  (installs the safe loading)
 from ghostdet.models import GhostNetV3
 from ghostdet.models.distill import TeacherError, build_teacher
 from ghostdet.safe_load import UnsafeCheckpointError
+from ghostdet.testing import official_layout, teacher_model_cfg
 from mmdet.registry import MODELS
-from test_distill import teacher_model_cfg
 
 
 class ToyData(Dataset):
@@ -182,7 +182,6 @@ def test_official_ghostnetv3_checkpoint_from_url(served):
     """The authors' file: reference key layout, EMA weights and the training ``args`` (a Namespace)."""
     pytest.importorskip('timm')
     import timm
-    from test_weights_conversion import official_layout
     reference = timm.create_model('ghostnetv3_050')
     ema = official_layout(reference.state_dict())
     url = serve(served, 'ghostnetv3-0.5.pth.tar', {

@@ -1,35 +1,14 @@
 """tools/convert_weights.py and GhostNetV3 Pretrained loading, on checkpoints made here."""
 import argparse
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 timm = pytest.importorskip('timm')
 
-from conftest import randomize_bn  # noqa: E402
 from ghostdet.models import GhostNetV3  # noqa: E402
+from ghostdet.testing import official_layout, randomize_bn, run_tool  # noqa: E402
 from ghostdet.weights import UnknownCheckpointLayout, convert_to_ghostdet  # noqa: E402
-
-ROOT = Path(__file__).parents[1]
-
-
-def official_layout(state):
-    """The authors' key names: branch BNs are ``bn`` (timm renamed them ``bn1``), thop counters."""
-    out = {}
-    for key, value in state.items():
-        if '.ghost' in key or '.dw_rpr_' in key:
-            key = key.replace('.bn1.', '.bn.')
-        out[key] = value
-    out['blocks.0.0.total_ops'] = torch.zeros(1)
-    return out
-
-
-def run_convert(*args):
-    return subprocess.run([sys.executable, str(ROOT / 'tools/convert_weights.py'), *map(str, args)],
-                          capture_output=True, text=True, cwd=ROOT)
 
 
 @pytest.fixture(scope='module')
@@ -46,7 +25,7 @@ def test_official_checkpoint_converts_and_loads_via_init_cfg(tmp_path, timm_mode
     torch.save({'state_dict': raw, 'state_dict_ema': ema, 'epoch': 599,
                 'args': argparse.Namespace(model='ghostnetv3', width=0.5)}, src)
     dst = tmp_path / 'out' / 'backbone.pth'
-    result = run_convert(src, dst, *(['--fuse'] if fuse else []))
+    result = run_tool('convert_weights', src, dst, *(['--fuse'] if fuse else []))
     assert result.returncode == 0, result.stderr
     assert 'GhostNetV3-0.5x' in result.stdout
 
@@ -84,7 +63,7 @@ def test_unrecognised_layout_is_refused(tmp_path):
         convert_to_ghostdet({'features.0.weight': torch.zeros(1)})
     src = tmp_path / 'resnet.pth'
     torch.save({'conv1.weight': torch.zeros(1)}, src)
-    result = run_convert(src, tmp_path / 'out.pth')
+    result = run_tool('convert_weights', src, tmp_path / 'out.pth')
     assert result.returncode != 0 and 'Unrecognised checkpoint layout' in result.stderr
     assert not (tmp_path / 'out.pth').exists()
 

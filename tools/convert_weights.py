@@ -15,6 +15,7 @@ import sys
 import torch
 
 from ghostdet.models.backbones.ghostnetv3 import NUM_OUTPUTS, PUBLISHED_WIDTHS, GhostNetV3
+from ghostdet.safe_load import load_from_local_safely
 from ghostdet.weights import convert_to_ghostdet
 
 
@@ -30,11 +31,10 @@ def parse_args() -> argparse.Namespace:
 
 
 def load_source(path: str) -> dict:
-    """Load safely; the authors' checkpoint also holds the training ``args`` (an argparse.Namespace)."""
+    """Load with ghostdet's safe loader, which admits the authors' training ``args`` (a Namespace)."""
     if not osp.isfile(path):
         raise SystemExit(f'error: {path} does not exist')
-    with torch.serialization.safe_globals([argparse.Namespace]):
-        return torch.load(path, map_location='cpu', weights_only=True)
+    return load_from_local_safely(path, map_location='cpu')
 
 
 def build_matching_model(state: dict, widen_factor: float = None) -> GhostNetV3:

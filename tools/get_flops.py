@@ -6,15 +6,14 @@ Counts come from MMEngine's FlopAnalyzer (one multiply-accumulate = one "flop", 
 get_flops and the GhostNetV3 paper report), for one image of ``--shape`` without NMS.
 """
 import argparse
-from contextlib import nullcontext
-from typing import List
+from typing import List, Sequence
 
 from mmengine.registry import init_default_scope
 
 import ghostdet  # noqa: F401
-from ghostdet.analysis import complexity_by_part
 from ghostdet.apis import read_config
-from ghostdet.reparam import branch_by_branch, build_cpu_model, fuse_model
+from ghostdet.deploy import build_cpu_model, fuse_model
+from ghostdet.utils.analysis import complexity_by_part
 
 
 def parse_args() -> argparse.Namespace:
@@ -24,21 +23,15 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def rows_for(path: str, shape) -> List[List[str]]:
+def rows_for(path: str, shape: Sequence[int]) -> List[List[str]]:
     cfg = read_config(path)
     init_default_scope(cfg.get('default_scope', 'mmdet'))
     model = build_cpu_model(cfg.model)
-    rows = []
-    for form in ('train', 'fused'):
-        if form == 'fused' and not fuse_model(model):
-            break
-        # The train form counted as it trains, every branch on its own (in eval mode ghostdet's
-        # re-param blocks would fuse on the fly).
-        with branch_by_branch(model) if form == 'train' else nullcontext():
-            parts = complexity_by_part(model, tuple(shape))
-        for part, (params, macs) in parts.items():
-            rows.append([path, form, part, f'{params / 1e6:.2f}', f'{macs / 1e9:.2f}'])
-    return rows
+    forms = {'train': complexity_by_part(model, tuple(shape), branches=True)}  # as it trains: every branch
+    if fuse_model(model):
+        forms['fused'] = complexity_by_part(model, tuple(shape))
+    return [[path, form, part, f'{params / 1e6:.2f}', f'{macs / 1e9:.2f}']
+            for form, parts in forms.items() for part, (params, macs) in parts.items()]
 
 
 def main() -> None:

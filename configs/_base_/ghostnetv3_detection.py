@@ -1,5 +1,10 @@
 # Pieces every GhostNetV3 detector shares, as variables that detector configs place into their mmdet::
 # base (mmengine forbids two bases defining the same key, e.g. `model`).
+# The empty _base_ makes mmengine read this file as an old-style config although it imports; the class
+# is deleted at the end, because a class left in a config breaks its dump (cfg.pretty_text).
+_base_ = []
+from ghostdet.models import GhostNetV3  # noqa: E402
+
 custom_imports = dict(imports=['ghostdet'], allow_failed_imports=False)
 
 # GhostNetV3 was trained on RGB images normalised with ImageNet statistics.
@@ -10,13 +15,24 @@ ghostnetv3_backbone = dict(
     _delete_=True,
     type='GhostNetV3',
     widen_factor=1.0,
-    out_indices=(1, 2, 3, 4),  # strides 4/8/16/32 for FPN start_level=1; channels [24, 40, 112, 160]
+    out_indices=(1, 2, 3, 4),  # strides 4/8/16/32 for FPN start_level=1
     # A compact net's BN statistics must adapt to detection: train every BN and freeze nothing; on
     # several GPUs add sync_bn='torch' (2 images per GPU are too few for BN).
     frozen_stages=-1,
     norm_eval=False,
     # ImageNet weights made by tools/convert_weights.py; from scratch: model.backbone.init_cfg=None
     init_cfg=dict(type='Pretrained', checkpoint='checkpoints/ghostnetv3-1.0x_in1k.pth'))
+
+# What changes with the backbone's width, per published width: the width, its ImageNet weights and the
+# FPN inputs that follow from them. A width config merges its entry into the 1.0x detector's model:
+# model = _base_.ghostnetv3_widths['0.5x'].
+ghostnetv3_widths = {
+    f'{width}x': dict(
+        backbone=dict(widen_factor=width,
+                      init_cfg=dict(checkpoint=f'checkpoints/ghostnetv3-{width}x_in1k.pth')),
+        neck=dict(in_channels=GhostNetV3.out_channels_for(width)))
+    for width in (0.5, 1.0, 1.3, 1.6)
+}
 
 # SGD as mmdet's ResNet detectors, but: weight decay as in GhostNet/MobileNet ImageNet training, none on
 # BN and biases (the many per-branch BN scales of the re-param blocks must not shrink to zero), and
@@ -28,3 +44,4 @@ ghostnetv3_optim_wrapper = dict(
 
 # A fused, deploy-ready checkpoint (and deploy config) beside every checkpoint saved.
 custom_hooks = [dict(type='ReparamCheckpointHook')]
+del GhostNetV3

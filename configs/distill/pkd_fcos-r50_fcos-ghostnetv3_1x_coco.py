@@ -1,10 +1,10 @@
-# FCOS-GhostNetV3-1.0x (configs/fcos_ghostnetv3_coco.py) distilled from the model-zoo FCOS-R50 with
-# centre sampling, normalised boxes, centreness on the regression branch and GIoU (38.7 box AP).
+# FCOS-GhostNetV3-1.0x (configs/fcos/fcos_ghostnetv3-1.0x_fpn_gn-head_1x_coco.py) distilled from the
+# model-zoo FCOS-R50 with centre sampling, normalised boxes, centreness on the regression branch and GIoU.
 # The teacher is caffe-style (BGR, no std), the student RGB with ImageNet statistics: the distiller
 # re-normalises each batch for the teacher. Both FPNs have 256 channels at strides 8-128 and both heads
 # predict 1 point x 80 classes per location: PKD on the five FPN levels plus KD of the classification
 # maps, on top of the student's own losses; warm-up over the first epoch, no distillation in the last.
-_base_ = '../fcos_ghostnetv3_coco.py'
+_base_ = '../fcos/fcos_ghostnetv3-1.0x_fpn_gn-head_1x_coco.py'
 
 model = dict(
     _delete_=True,

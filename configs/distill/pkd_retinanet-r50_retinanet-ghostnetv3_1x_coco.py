@@ -1,10 +1,10 @@
-# RetinaNet-GhostNetV3-1.0x (configs/retinanet_ghostnetv3_coco.py) distilled from the model-zoo
-# RetinaNet-R50 (36.5 box AP). Both FPNs have 256 channels at strides 8-128 and both heads predict
+# RetinaNet-GhostNetV3-1.0x (configs/retinanet/retinanet_ghostnetv3-1.0x_fpn_1x_coco.py) distilled from
+# the model-zoo RetinaNet-R50. Both FPNs have 256 channels at strides 8-128 and both heads predict
 # 9 anchors x 80 classes per location, so: PKD on the five FPN levels (no adapters) plus KD of the
 # classification maps. The student's focal and L1 losses stay. Distillation warms up over the first
 # epoch and stops for the last one (as mmyolo's RTMDet KD), so the student ends on its own
 # losses. Weights: PKD 6 as calibrated on the shapes set; the logit weight is not tuned on COCO.
-_base_ = '../retinanet_ghostnetv3_coco.py'
+_base_ = '../retinanet/retinanet_ghostnetv3-1.0x_fpn_1x_coco.py'
 
 model = dict(
     _delete_=True,

@@ -4,22 +4,25 @@
 # and biases), 3 warm-up epochs from 1e-4, cosine to 1e-5 over 300 epochs, batch 128 per GPU,
 # RandomResizedCrop + flip + colour jitter 0.4, no mixup/cutmix, label smoothing 0.1; plus EMA
 # (decay 0.9998), with which the released weights were made. Head: the reference's (pool, 1x1 conv to
-# 1280, ReLU, linear), on the backbone's final 1x1 conv (out_indices=(5, ), 960 channels).
+# 1280, ReLU, linear), on the backbone's final 1x1 conv (out_indices=(5, )).
 # Its backbone feeds the detection configs: model.backbone.init_cfg=dict(type='Pretrained',
 # checkpoint=<this run's checkpoint>, prefix='backbone.') (prefix='student.backbone.' after KD).
 _base_ = ['mmpretrain::_base_/datasets/imagenet_bs32.py', 'mmpretrain::_base_/default_runtime.py']
+# Imported below _base_ and deleted at the end: see ../_base_/ghostnetv3_detection.py.
+from ghostdet.models import GhostNetV3  # noqa: E402
 
 custom_imports = dict(imports=['ghostdet', 'ghostdet.models.classifiers'], allow_failed_imports=False)
 
+widen_factor = 1.0
 model = dict(
     type='ImageClassifier',
-    backbone=dict(type='GhostNetV3', widen_factor=1.0, out_indices=(5, ), frozen_stages=-1,
+    backbone=dict(type='GhostNetV3', widen_factor=widen_factor, out_indices=(5, ), frozen_stages=-1,
                   norm_eval=False),
     neck=None,
     head=dict(
         type='GhostNetV3ClsHead',
         num_classes=1000,
-        in_channels=960,  # GhostNetV3.out_channels_for(1.0, (5, ))
+        in_channels=GhostNetV3.out_channels_for(widen_factor, (5, ))[0],
         loss=dict(type='LabelSmoothLoss', label_smooth_val=0.1, mode='original'),
         topk=(1, 5)))
 
@@ -54,3 +57,4 @@ custom_hooks = [
     dict(type='EMAHook', momentum=2e-4, priority='ABOVE_NORMAL'),
     dict(type='ReparamCheckpointHook')
 ]
+del GhostNetV3

@@ -1,7 +1,7 @@
 # The GhostNetV3 ImageNet recipe with knowledge distillation: the classifier of
 # ghostnetv3-1.0x_8xb128-300e_in1k.py (same data, schedule and label-smoothed CE) plus the soft-target
 # CE of a teacher's logits (temperature 1, weight 1, as the authors' train.py). Their default teacher,
-# timm's BEiTv2-L, has no mmpretrain checkpoint; this uses mmpretrain's BEiTv2-B (86.5% top-1).
+# timm's BEiTv2-L, has no mmpretrain checkpoint; this uses mmpretrain's BEiTv2-B (see README.md here).
 # To start from the official weights: convert them with
 # ghostdet.models.classifiers.convert_classifier_weights and set
 # model.student.init_cfg=dict(type='Pretrained', checkpoint=<converted file>).

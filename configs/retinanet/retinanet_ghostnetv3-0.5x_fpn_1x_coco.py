@@ -1,6 +1,4 @@
-# RetinaNet with GhostNetV3-0.5x + FPN on COCO: only the width (and so the FPN inputs) changes.
-# FPN inputs = GhostNetV3.out_channels_for(0.5) (tests/test_configs.py checks every config).
-_base_ = '../retinanet_ghostnetv3_coco.py'
-model = dict(
-    backbone=dict(widen_factor=0.5, init_cfg=dict(checkpoint='checkpoints/ghostnetv3-0.5x_in1k.pth')),
-    neck=dict(in_channels=[12, 20, 56, 80]))
+# RetinaNet with GhostNetV3-0.5x + FPN on COCO: only the width (and so the ImageNet weights and the FPN
+# inputs, see ../_base_/ghostnetv3_detection.py) changes.
+_base_ = './retinanet_ghostnetv3-1.0x_fpn_1x_coco.py'
+model = _base_.ghostnetv3_widths['0.5x']

@@ -3,9 +3,8 @@
 # (kd_retinanet_ghostnetv3-0.5x_shapes.py) inherits everything here: same schedule, data and seed.
 _base_ = '../../demo/retinanet_ghostnetv3-lite_shapes.py'
 
-model = dict(
-    backbone=dict(widen_factor=0.5),
-    neck=dict(in_channels=[12, 20, 56, 80]))  # GhostNetV3.out_channels_for(0.5)
+# The width and the FPN inputs that follow from it (no ImageNet weights: from scratch, as the teacher).
+model = dict(backbone=dict(widen_factor=0.5), neck=_base_.ghostnetv3_widths['0.5x'].neck)
 
 max_iters = 150
 train_cfg = dict(max_iters=max_iters, val_interval=50)

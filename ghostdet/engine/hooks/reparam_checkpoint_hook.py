@@ -10,9 +10,9 @@ from mmengine.dist import is_main_process
 from mmengine.hooks import CheckpointHook, EMAHook, Hook
 from mmengine.registry import HOOKS
 
-from ...reparam import (DEPLOY_CONFIG_NAME, build_cpu_model, count_reparam_leaves, deploy_checkpoint_path,
-                        deploy_source_config, fuse_weights, load_weights, save_deploy_checkpoint,
-                        source_weights, to_deploy_config, weights_mismatch, write_deploy_config)
+from ...deploy import (DEPLOY_CONFIG_NAME, build_cpu_model, count_reparam_leaves, deploy_checkpoint_path,
+                       deploy_source_config, fuse_weights, load_weights, save_deploy_checkpoint,
+                       source_weights, to_deploy_config, weights_mismatch, write_deploy_config)
 
 FileState = Optional[Tuple[int, int, int]]
 Step = Tuple[Optional[int], Optional[int]]  # (epoch, iter) of the weights a checkpoint holds

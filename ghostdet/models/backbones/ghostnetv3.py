@@ -3,7 +3,8 @@
 Inference topology = GhostNetV2 (ghost modules, DFC attention, SE); training adds MobileOne-style
 re-parameterizable branches in three places (ghost primary 1×1, ghost cheap depthwise 3×3, and the
 stride-2 depthwise conv of a bottleneck), all built from :class:`RepConvBN`. Numerics follow the authors'
-``ghostnetv3.py`` and timm's ``ghostnetv3_*`` exactly (see ``tests/test_ghostnetv3_parity.py``).
+``ghostnetv3.py`` and timm's ``ghostnetv3_*`` exactly (see
+``tests/test_models/test_backbones/test_ghostnetv3_parity.py``).
 """
 import math
 import os.path as osp
@@ -13,16 +14,17 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torch.utils.checkpoint as cp
+from mmcv.cnn import build_activation_layer
+from mmdet.utils import ConfigType, OptConfigType
 from mmengine.model import BaseModule
 from mmengine.runner.checkpoint import CheckpointLoader
 from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from ... import ops
 from ...weights import convert_to_ghostdet
-from ..layers import ghost_module_kernel
-from ..layers.norm import BatchNorm2d
-from ..layers.cpu_kernels import graph_is_recorded
-from ..layers.reparam import FoldCache, RepConvBN, fuse_conv_bn
+from ..layers.norm import DEFAULT_NORM, build_norm
+from ..layers.rep_conv_bn import FoldCache, RepConvBN, fuse_conv_bn
 
 # One row per bottleneck: (depthwise kernel, expansion channels, output channels, SE ratio, stride),
 # grouped by stage; stage i ends at stride 2 ** (i + 1). Same table as the authors and timm.
@@ -38,6 +40,7 @@ ARCH_SETTING: Tuple[Tuple[Tuple[int, int, int, float, int], ...], ...] = (
 STEM_CHANNELS = 16
 LAST_CONV_CHANNELS = 960
 PUBLISHED_WIDTHS = (0.5, 1.0, 1.3, 1.6)
+DEFAULT_ACT = dict(type='ReLU', inplace=True)
 NUM_OUTPUTS = len(ARCH_SETTING) + 1  # five stage ends (strides 2..32) + the final 1×1 conv (index 5)
 
 
@@ -51,12 +54,12 @@ def hard_sigmoid(x: Tensor) -> Tensor:
     return F.relu6(x + 3.) / 6.
 
 
-def conv_bn(in_channels: int, out_channels: int, kernel_size, stride: int = 1,
-            groups: int = 1) -> List[nn.Module]:
-    """A bias-free conv and its BN as two list items (for ``nn.Sequential`` key layouts)."""
+def conv_bn(in_channels: int, out_channels: int, kernel_size, stride: int = 1, groups: int = 1,
+            norm_cfg: ConfigType = DEFAULT_NORM) -> List[nn.Module]:
+    """A bias-free conv and its norm as two list items (for ``nn.Sequential`` key layouts)."""
     padding = tuple(k // 2 for k in kernel_size) if isinstance(kernel_size, tuple) else kernel_size // 2
     return [nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, groups=groups, bias=False),
-            BatchNorm2d(out_channels)]
+            build_norm(norm_cfg, out_channels)]
 
 
 class ConvBNSequential(nn.Sequential):
@@ -94,7 +97,7 @@ class ConvBNSequential(nn.Sequential):
         """A bias-free conv followed by an affine BN that normalizes with its running statistics, and no
         graph recorded (FLOP counting and ONNX export see the conv and BN modules)."""
         return (isinstance(conv, nn.Conv2d) and conv.bias is None and isinstance(bn, _BatchNorm)
-                and not bn.training and bn.affine and bn.track_running_stats and not graph_is_recorded())
+                and not bn.training and bn.affine and bn.track_running_stats and not ops.graph_is_recorded())
 
 
 class SqueezeExcite(nn.Module):
@@ -118,53 +121,56 @@ class GhostModuleV3(BaseModule):
     horizontal/vertical decoupled fully-connected branch computed at half resolution on the module input.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, with_act: bool, use_dfc: bool,
-                 num_branches: int = 3, deploy: bool = False) -> None:
+    def __init__(self, in_channels: int, out_channels: int, act_cfg: OptConfigType, use_dfc: bool,
+                 num_branches: int = 3, norm_cfg: ConfigType = DEFAULT_NORM, deploy: bool = False) -> None:
         super().__init__()
         self.out_channels = out_channels
         init_channels = math.ceil(out_channels / 2)
-        self.primary = RepConvBN(in_channels, init_channels, 1, num_branches=num_branches,
-                                 with_act=with_act, deploy=deploy)
-        self.cheap = RepConvBN(init_channels, init_channels, 3, groups=init_channels,
-                               num_branches=num_branches, with_act=with_act, deploy=deploy)
+        self.primary = RepConvBN(in_channels, init_channels, 1, num_branches=num_branches, norm_cfg=norm_cfg,
+                                 act_cfg=act_cfg, deploy=deploy)
+        self.cheap = RepConvBN(init_channels, init_channels, 3, groups=init_channels, num_branches=num_branches,
+                               norm_cfg=norm_cfg, act_cfg=act_cfg, deploy=deploy)
         self.dfc = ConvBNSequential(
-            *conv_bn(in_channels, out_channels, 1),
-            *conv_bn(out_channels, out_channels, (1, 5), groups=out_channels),
-            *conv_bn(out_channels, out_channels, (5, 1), groups=out_channels)) if use_dfc else None
+            *conv_bn(in_channels, out_channels, 1, norm_cfg=norm_cfg),
+            *conv_bn(out_channels, out_channels, (1, 5), groups=out_channels, norm_cfg=norm_cfg),
+            *conv_bn(out_channels, out_channels, (5, 1), groups=out_channels, norm_cfg=norm_cfg),
+        ) if use_dfc else None
 
-    def forward(self, x: Tensor, residual: Optional[Tensor] = None) -> Tensor:
-        """The module's output, plus ``residual`` (a bottleneck's shortcut) when given. At inference on
-        the CPU one C++ pass computes the cheap conv, the concatenation, the gate and the residual
-        (``ghost_module_kernel``), else PyTorch does, op by op."""
+    def forward(self, x: Tensor) -> Tensor:
         gate = torch.sigmoid(self.dfc(F.avg_pool2d(x, kernel_size=2, stride=2))) if self.dfc is not None else None
-        if ghost_module_kernel.applies(x, self.primary, self.cheap, self.out_channels, gate, residual):
-            return ghost_module_kernel.ghost_module_output(self.primary.forward_linear(x), self.cheap, gate, residual)
+        out = ops.ghost_module_output(x, self.primary, self.cheap, self.out_channels, gate)
+        if out is not None:  # inference on the CPU: the lines below in one C++ pass
+            return out
         primary = self.primary(x)
         out = torch.cat([primary, self.cheap(primary)], dim=1)[:, :self.out_channels]
         if gate is not None:
             out = out * F.interpolate(gate, size=out.shape[-2:], mode='nearest')
-        return out if residual is None else out + residual
+        return out
 
 
 class GhostBottleneckV3(BaseModule):
-    """ghost1 (expand, ReLU, DFC) → [stride-2 depthwise RepConvBN] → [SE] → ghost2 (project) + shortcut."""
+    """ghost1 (expand, act, DFC) → [stride-2 depthwise RepConvBN] → [SE] → ghost2 (project) + shortcut."""
 
     def __init__(self, in_channels: int, mid_channels: int, out_channels: int, kernel_size: int,
                  stride: int, se_ratio: float, use_dfc: bool, num_branches: int = 3,
+                 norm_cfg: ConfigType = DEFAULT_NORM, act_cfg: ConfigType = DEFAULT_ACT,
                  deploy: bool = False, with_cp: bool = False) -> None:
         super().__init__()
         self.with_cp = with_cp
-        self.ghost1 = GhostModuleV3(in_channels, mid_channels, True, use_dfc, num_branches, deploy)
+        self.ghost1 = GhostModuleV3(in_channels, mid_channels, act_cfg=act_cfg, use_dfc=use_dfc,
+                                    num_branches=num_branches, norm_cfg=norm_cfg, deploy=deploy)
         self.conv_dw = RepConvBN(mid_channels, mid_channels, kernel_size, stride, groups=mid_channels,
-                                 num_branches=num_branches, deploy=deploy) if stride > 1 else None
+                                 num_branches=num_branches, norm_cfg=norm_cfg,
+                                 deploy=deploy) if stride > 1 else None
         self.se = SqueezeExcite(mid_channels, se_ratio) if se_ratio else None
-        self.ghost2 = GhostModuleV3(mid_channels, out_channels, False, False, num_branches, deploy)
+        self.ghost2 = GhostModuleV3(mid_channels, out_channels, act_cfg=None, use_dfc=False,
+                                    num_branches=num_branches, norm_cfg=norm_cfg, deploy=deploy)
         if in_channels == out_channels and stride == 1:
             self.shortcut = nn.Identity()
         else:
             self.shortcut = ConvBNSequential(
-                *conv_bn(in_channels, in_channels, kernel_size, stride, groups=in_channels),
-                *conv_bn(in_channels, out_channels, 1))
+                *conv_bn(in_channels, in_channels, kernel_size, stride, groups=in_channels, norm_cfg=norm_cfg),
+                *conv_bn(in_channels, out_channels, 1, norm_cfg=norm_cfg))
 
     def _forward(self, x: Tensor) -> Tensor:
         out = self.ghost1(x)
@@ -172,7 +178,7 @@ class GhostBottleneckV3(BaseModule):
             out = self.conv_dw(out)
         if self.se is not None:
             out = self.se(out)
-        return self.ghost2(out, residual=self.shortcut(x))
+        return self.ghost2(out) + self.shortcut(x)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.with_cp and x.requires_grad:
@@ -193,6 +199,10 @@ class GhostNetV3(BaseModule):
         out_indices: which outputs to return, increasing. Default (1, 2, 3, 4) for FPN ``start_level=1``.
         frozen_stages: freeze the stem and stages ``0..frozen_stages`` (-1: nothing frozen).
         norm_eval: keep every BN in eval mode during training (statistics unchanged).
+        norm_cfg: every norm layer (mmcv style): ``BN`` (default), ``SyncBN`` (several GPUs: compact nets see
+            few images per GPU), or ``GN`` (trains, but cannot be fused for deploy).
+        act_cfg: the activation of the stem, the expanding ghost modules and the final conv (mmcv style;
+            GhostNetV3: ReLU). SE keeps its ReLU and hard sigmoid, DFC its sigmoid.
         num_branches: parallel k×k conv-BN branches per re-parameterizable conv (GhostNetV3: 3).
         deploy: build the fused single-branch form (load fused checkpoints into this).
         with_cp: gradient checkpointing per bottleneck (less memory, slower).
@@ -205,7 +215,8 @@ class GhostNetV3(BaseModule):
     """
 
     def __init__(self, widen_factor: float = 1.0, out_indices: Sequence[int] = (1, 2, 3, 4),
-                 frozen_stages: int = -1, norm_eval: bool = False, num_branches: int = 3,
+                 frozen_stages: int = -1, norm_eval: bool = False, norm_cfg: ConfigType = DEFAULT_NORM,
+                 act_cfg: ConfigType = DEFAULT_ACT, num_branches: int = 3,
                  deploy: bool = False, with_cp: bool = False, channels_last: bool = True,
                  zero_init_residual: bool = False,
                  init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
@@ -226,7 +237,8 @@ class GhostNetV3(BaseModule):
         self.out_channels = self.out_channels_for(widen_factor, self.out_indices)
 
         stem_channels = make_divisible(STEM_CHANNELS * widen_factor)
-        self.stem = ConvBNSequential(*conv_bn(3, stem_channels, 3, stride=2), nn.ReLU(inplace=True))
+        self.stem = ConvBNSequential(*conv_bn(3, stem_channels, 3, stride=2, norm_cfg=norm_cfg),
+                                     build_activation_layer(act_cfg))
         in_channels, layer_id = stem_channels, 0
         self.stages = nn.ModuleList()
         for stage_setting in ARCH_SETTING:
@@ -235,13 +247,13 @@ class GhostNetV3(BaseModule):
                 out_channels = make_divisible(out * widen_factor)
                 blocks.append(GhostBottleneckV3(
                     in_channels, make_divisible(expand * widen_factor), out_channels, kernel, stride,
-                    se_ratio, use_dfc=layer_id > 1, num_branches=num_branches, deploy=deploy,
-                    with_cp=with_cp))
+                    se_ratio, use_dfc=layer_id > 1, num_branches=num_branches, norm_cfg=norm_cfg,
+                    act_cfg=act_cfg, deploy=deploy, with_cp=with_cp))
                 in_channels, layer_id = out_channels, layer_id + 1
             self.stages.append(nn.Sequential(*blocks))
         self.last_conv = ConvBNSequential(
-            *conv_bn(in_channels, make_divisible(LAST_CONV_CHANNELS * widen_factor), 1),
-            nn.ReLU(inplace=True)) if NUM_OUTPUTS - 1 in self.out_indices else None
+            *conv_bn(in_channels, make_divisible(LAST_CONV_CHANNELS * widen_factor), 1, norm_cfg=norm_cfg),
+            build_activation_layer(act_cfg)) if NUM_OUTPUTS - 1 in self.out_indices else None
         self._apply_memory_format()
         self._freeze_stages()
 
@@ -303,7 +315,7 @@ class GhostNetV3(BaseModule):
         for block in self.modules():
             if isinstance(block, GhostBottleneckV3):
                 for module in block.ghost2.modules():
-                    if isinstance(module, _BatchNorm):
+                    if isinstance(module, (_BatchNorm, nn.GroupNorm)):
                         module.weight.zero_()
 
     def load_pretrained(self, checkpoint: str, prefix: Optional[str] = None) -> None:

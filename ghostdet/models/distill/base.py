@@ -65,7 +65,7 @@ class DistillerBase(BaseModel):
     @staticmethod
     def _with_preprocessor(student: dict, data_preprocessor: Optional[dict]) -> dict:
         """A ``data_preprocessor`` given to the distiller (mmpretrain configs have it at top level, the
-        Runner passes it on) is the student's, as in ``ghostdet.reparam.deploy_source_config``."""
+        Runner passes it on) is the student's, as in ``ghostdet.deploy.deploy_source_config``."""
         own = student.get('data_preprocessor')
         if data_preprocessor is None or own == data_preprocessor:
             return student

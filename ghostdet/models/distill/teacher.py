@@ -20,7 +20,7 @@ from mmengine.registry import Registry
 from mmengine.runner.checkpoint import _load_checkpoint
 from torch import Tensor
 
-from ...reparam import checkpoint_weights, fuse_model, load_weights
+from ...deploy import checkpoint_weights, fuse_model, load_weights
 
 TeacherConfig = Union[str, Path, dict, Config]
 

@@ -1,4 +1,0 @@
-# Fused (deploy) form of ../retinanet_ghostnetv3_coco.py: load *_deploy.pth checkpoints into it.
-_base_ = '../retinanet_ghostnetv3_coco.py'
-model = dict(backbone=dict(deploy=True, init_cfg=None))
-custom_hooks = []

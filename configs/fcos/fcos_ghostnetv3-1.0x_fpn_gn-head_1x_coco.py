@@ -1,0 +1,10 @@
+# FCOS (GN head) with GhostNetV3-1.0x + FPN on COCO 2017 (data/coco/), 12 epochs, batch 16 (8 GPUs x 2).
+# The product's entry point configs/fcos_ghostnetv3_coco.py is this config under another name; the other
+# widths and the lite variant inherit it. The stock FCOS config expects a caffe-style ResNet (BGR, no
+# std): the preprocessor is reset to ours.
+_base_ = ['mmdet::fcos/fcos_r50-caffe_fpn_gn-head_1x_coco.py', '../_base_/ghostnetv3_detection.py']
+
+model = dict(data_preprocessor=_base_.ghostnetv3_preprocessor, backbone=_base_.ghostnetv3_backbone,
+             neck=_base_.ghostnetv3_widths['1.0x'].neck)
+# Merged into the FCOS base, which keeps its 2x bias learning rate.
+optim_wrapper = _base_.ghostnetv3_optim_wrapper

@@ -1,0 +1,4 @@
+# The fused (deploy) form of its _base_: load the *_deploy.pth checkpoints saved during its training.
+_base_ = '../retinanet_ghostnetv3-0.5x_fpn_1x_coco.py'
+model = dict(backbone=dict(deploy=True, init_cfg=None))
+custom_hooks = []

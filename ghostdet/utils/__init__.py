@@ -1,0 +1,1 @@
+"""Helpers around the models: analysis, benchmarking, training logs."""
