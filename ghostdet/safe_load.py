@@ -43,6 +43,7 @@ import os.path as osp
 import pickle
 import re
 from typing import Any, Callable, List, Optional, Tuple
+from urllib.error import URLError
 from urllib.parse import urlparse
 
 import mmengine.runner.checkpoint as mmengine_checkpoint
@@ -66,6 +67,10 @@ def _numpy_safe_globals() -> List[Any]:
 
 class UnsafeCheckpointError(RuntimeError):
     """A checkpoint that torch's safe loader refuses, with the reason and the way out."""
+
+
+class CheckpointDownloadError(ConnectionError):
+    """A checkpoint URL that cannot be reached, with the file to fetch by hand and where it goes."""
 
 
 def _refusal(source: str, err: pickle.UnpicklingError, copy: Optional[str] = None) -> UnsafeCheckpointError:
@@ -94,15 +99,22 @@ def load_from_local_safely(filename: str, map_location: Any = None) -> Any:
 
 def load_url_safely(url: str, model_dir: Optional[str] = None, map_location: Any = None,
                     progress: bool = True, check_hash: bool = False, file_name: Optional[str] = None) -> Any:
-    """``torch.hub.load_state_dict_from_url`` (MMEngine's ``load_url``) with ``weights_only=True``."""
+    """``torch.hub.load_state_dict_from_url`` (MMEngine's ``load_url``) with ``weights_only=True``; a URL that
+    cannot be reached says which file to fetch and where to put it."""
+    directory = model_dir or osp.join(torch.hub.get_dir(), 'checkpoints')  # as torch.hub names it
+    cached = osp.join(directory, file_name or osp.basename(urlparse(url).path))
     try:
         return torch.hub.load_state_dict_from_url(url, model_dir=model_dir, map_location=map_location,
                                                   progress=progress, check_hash=check_hash,
                                                   file_name=file_name, weights_only=True)
     except pickle.UnpicklingError as err:
-        directory = model_dir or osp.join(torch.hub.get_dir(), 'checkpoints')  # as torch.hub names it
-        raise _refusal(url, err, osp.join(directory, file_name or osp.basename(urlparse(url).path))) \
-            from err
+        raise _refusal(url, err, cached) from err
+    except (URLError, TimeoutError, ConnectionError) as err:
+        raise CheckpointDownloadError(
+            f'could not download {url} ({getattr(err, "reason", err)}). Offline: download that file where the '
+            f'internet is reachable and put it at {cached} (the download cache, used as it is), or point the '
+            'config at a local copy or a mirror, e.g. --cfg-options model.backbone.init_cfg.checkpoint=PATH '
+            '(load_from=PATH, model.teacher_checkpoint=PATH for those).') from err
 
 
 def _explaining_refusal(loader: Loader) -> Loader:

@@ -22,8 +22,8 @@ from torch.utils.data import Dataset
 import ghostdet  # noqa: F401  (installs the safe loading)
 from ghostdet.models import GhostNetV3
 from ghostdet.models.distill import TeacherError, build_teacher
-from ghostdet.safe_load import UnsafeCheckpointError
-from ghostdet.testing import official_layout, teacher_model_cfg
+from ghostdet.safe_load import CheckpointDownloadError, UnsafeCheckpointError
+from ghostdet.testing import REPO, official_layout, teacher_model_cfg
 from mmdet.registry import MODELS
 
 
@@ -224,3 +224,41 @@ def test_model_zoo_checkpoint_from_url(served):
     model = ToyModel()
     assert load_checkpoint(model, url)['meta'] == meta
     assert torch.equal(model.linear.weight, source.linear.weight)
+
+
+def test_coco_config_trains_from_the_official_release_by_url(served):
+    """The 1.0x COCO configs name the authors' ImageNet release: downloaded once into the torch hub cache,
+    unpickled safely, converted on load and loaded strictly (no missing or unexpected key)."""
+    pytest.importorskip('timm')
+    import timm
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    cfg = Config.fromfile(os.path.join(REPO, 'configs', 'retinanet_ghostnetv3_coco.py'))
+    official = cfg.model.backbone.init_cfg.checkpoint
+    assert official.startswith('https://github.com/huawei-noah/') and official.endswith('/ghostnetv3-1.0.pth.tar')
+    reference = timm.create_model('ghostnetv3_100')
+    ema = official_layout(reference.state_dict())
+    url = serve(served, 'ghostnetv3-1.0.pth.tar', {
+        'state_dict': {k: torch.zeros_like(v) for k, v in ema.items()}, 'state_dict_ema': ema, 'epoch': 599,
+        'args': argparse.Namespace(model='ghostnetv3', width=1.0)})
+    cfg.model.backbone.init_cfg.checkpoint = url  # the same file, served here (no internet in tests)
+    init_default_scope('mmdet')
+    detector = MODELS.build(cfg.model)
+    detector.init_weights()
+    assert torch.equal(detector.backbone.state_dict()['stem.0.weight'], reference.conv_stem.weight)
+    cached = Path(os.environ['TORCH_HOME']) / 'hub' / 'checkpoints' / 'ghostnetv3-1.0.pth.tar'
+    assert cached.is_file()
+
+
+def test_unreachable_url_says_which_file_to_fetch_and_where(tmp_path, monkeypatch):
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch_home'))
+    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), _QuietHandler)
+    port = server.server_port
+    server.server_close()  # nothing listens there now
+    url = f'http://127.0.0.1:{port}/releases/ghostnetv3-1.0.pth.tar'
+    model = GhostNetV3(init_cfg=dict(type='Pretrained', checkpoint=url))
+    with pytest.raises(CheckpointDownloadError) as error:
+        model.init_weights()
+    message = str(error.value)
+    assert url in message and str(tmp_path / 'torch_home' / 'hub' / 'checkpoints' / 'ghostnetv3-1.0.pth.tar') in message
+    assert 'model.backbone.init_cfg.checkpoint' in message

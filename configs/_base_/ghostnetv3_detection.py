@@ -11,6 +11,14 @@ custom_imports = dict(imports=['ghostdet'], allow_failed_imports=False)
 ghostnetv3_preprocessor = dict(
     mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], bgr_to_rgb=True)
 
+# ImageNet weights per width. Only 1.0x has an official release; the other widths' configs name a local file
+# (train configs/imagenet/ at that width, or convert other weights with tools/convert_weights.py), and a
+# missing file stops training with that advice rather than training from random weights.
+ghostnetv3_imagenet = {
+    1.0: 'https://github.com/huawei-noah/Efficient-AI-Backbones/releases/download/GhostNetV3/'
+    'ghostnetv3-1.0.pth.tar'
+}
+
 ghostnetv3_backbone = dict(
     _delete_=True,
     type='GhostNetV3',
@@ -20,16 +28,17 @@ ghostnetv3_backbone = dict(
     # several GPUs add sync_bn='torch' (2 images per GPU are too few for BN).
     frozen_stages=-1,
     norm_eval=False,
-    # ImageNet weights made by tools/convert_weights.py; from scratch: model.backbone.init_cfg=None
-    init_cfg=dict(type='Pretrained', checkpoint='checkpoints/ghostnetv3-1.0x_in1k.pth'))
+    # The authors' ImageNet release (EMA weights), downloaded and cached on first use and converted on
+    # load; offline: init_cfg.checkpoint=a local copy or a mirror. From scratch: model.backbone.init_cfg=None
+    init_cfg=dict(type='Pretrained', checkpoint=ghostnetv3_imagenet[1.0]))
 
 # What changes with the backbone's width, per published width: the width, its ImageNet weights and the
 # FPN inputs that follow from them. A width config merges its entry into the 1.0x detector's model:
 # model = _base_.ghostnetv3_widths['0.5x'].
 ghostnetv3_widths = {
     f'{width}x': dict(
-        backbone=dict(widen_factor=width,
-                      init_cfg=dict(checkpoint=f'checkpoints/ghostnetv3-{width}x_in1k.pth')),
+        backbone=dict(widen_factor=width, init_cfg=dict(
+            checkpoint=ghostnetv3_imagenet.get(width, f'checkpoints/ghostnetv3-{width}x_in1k.pth'))),
         neck=dict(in_channels=GhostNetV3.out_channels_for(width)))
     for width in (0.5, 1.0, 1.3, 1.6)
 }

@@ -48,5 +48,4 @@ custom_hooks = [
          priority='ABOVE_NORMAL')
 ] + _base_.custom_hooks
 log_processor = dict(by_epoch=False)
-env_cfg = dict(dist_cfg=dict(backend='gloo'))
 randomness = dict(seed=0)

@@ -21,7 +21,8 @@ class DistillScheduleHook(Hook):
     (mmyolo's ``StopDistillHook(stop_epoch=280)`` is ``DistillScheduleHook(stop=280, by_epoch=True)``).
 
     The factor depends on the iteration only, so a resumed run continues it. It is logged as
-    ``distill_factor``. With DDP and learnable adapters, stopping needs ``find_unused_parameters=True``.
+    ``distill_factor``. Learnable adapters stay in the graph after ``stop`` (a zero loss term), so DDP runs
+    on with MMEngine's default ``find_unused_parameters=False``.
 
     Args:
         warmup: warm-up length; 0 for none.

@@ -120,7 +120,7 @@ class DistillerBase(BaseModel):
     def loss(self, inputs: Tensor, data_samples: Sequence) -> Dict[str, Union[Tensor, List[Tensor]]]:
         """The student's own losses plus every KD loss (none once the factor is 0: no teacher run)."""
         if not self.distilling:
-            return self.student.loss(inputs, data_samples)
+            return self._with_idle_adapters(self.student.loss(inputs, data_samples))
         tapped = self.student_tap()
         with recording(tapped) as calls:
             losses = self.student.loss(inputs, data_samples)
@@ -136,6 +136,15 @@ class DistillerBase(BaseModel):
                 raise ValueError(f'distill_losses.{name} has the name of a loss of the student')
             losses[name] = self.distill_factor * loss(student_outputs[loss.source],
                                                       teacher_outputs[loss.source])
+        return losses
+
+    def _with_idle_adapters(self, losses: Dict[str, Any]) -> Dict[str, Any]:
+        """Keep the KD losses' learnable parameters (adapters) in the graph once distillation is off, with a
+        zero term: DDP with ``find_unused_parameters=False`` (MMEngine's default) fails on parameters that
+        get no gradient."""
+        idle = [p for p in self.distill_losses.parameters() if p.requires_grad]
+        if idle:
+            losses['loss_distill_off'] = sum(p.sum() for p in idle) * 0.
         return losses
 
     @abstractmethod

@@ -15,8 +15,9 @@ from .layout import DenseHeadLayout, LayoutMismatchError, match_levels
 
 
 def standardize(feat: Tensor, eps: float = 1e-6) -> Tensor:
-    """(N, C, H, W) -> (C, N*H*W), every channel to zero mean and unit std over batch and space."""
-    flat = feat.transpose(0, 1).reshape(feat.shape[1], -1)
+    """(N, C, H, W) -> (C, N*H*W), every channel to zero mean and unit std over batch and space, in float32
+    (under AMP the features are half precision, whose sums over a COCO-size map lose most digits)."""
+    flat = feat.float().transpose(0, 1).reshape(feat.shape[1], -1)
     return (flat - flat.mean(1, keepdim=True)) / (flat.std(1, keepdim=True) + eps)
 
 

@@ -325,3 +325,29 @@ def test_shipped_kd_configs(name, student_type, renormalized, tmp_path):
     assert (model._teacher.normalization != model._teacher.student_normalization) == renormalized
     assert set(model.distill_losses) == {'loss_pkd', 'loss_logit_kd'}
     assert model.distill_losses.loss_pkd.adapters is None  # same FPN channels
+
+
+def test_adapters_keep_a_gradient_once_distillation_stops(teachers):
+    """After the schedule's stop the teacher is not run, but learnable adapters (32 -> 64 channels) must still
+    get a gradient: DDP with find_unused_parameters=False (MMEngine's default) fails on any that do not."""
+    model = MODELS.build(distiller_cfg(detector_config('retinanet', '', '').model, teachers['fcos']))
+    model.train()
+    model.distill_factor = 0.
+    losses = model.loss(*_batch())
+    assert losses['loss_distill_off'].item() == 0 and 'loss_pkd' not in losses
+    sum(v if isinstance(v, torch.Tensor) else sum(v) for k, v in losses.items() if 'loss' in k).backward()
+    unused = [name for name, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not unused, unused
+
+
+def test_pkd_standardizes_half_precision_features_in_float32():
+    """Under AMP the FPN features arrive in half precision; their per-channel statistics are taken in float32
+    (bf16 sums over a map lose most digits and the loss with them)."""
+    torch.manual_seed(0)
+    loss = PKDFeatureLoss(_layout(), _layout(), loss_weight=1.0)
+    student = [(torch.randn(2, 32, s, s) * 3 + 5).bfloat16() for s in (64, 32, 16, 8, 4)]
+    teacher = [(torch.randn(2, 32, s, s) * 2 - 1).bfloat16() for s in (64, 32, 16, 8, 4)]
+    exact = loss([f.double() for f in student], [f.double() for f in teacher])
+    half = loss(student, teacher)
+    assert half.dtype == torch.float32
+    assert abs(half.item() - exact.item()) < 1e-4 * exact.item()
