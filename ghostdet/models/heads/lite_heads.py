@@ -28,20 +28,28 @@ def predictor(in_channels: int, out_channels: int, kernel_size: int) -> nn.Conv2
     return nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2)
 
 
-@MODELS.register_module()
-class LiteRetinaHead(RetinaHead):
-    """RetinaHead with depthwise-separable stacked convs and a ``pred_kernel_size`` predictor."""
+class SeparableStackedConvs:
+    """What both light heads add to their stock head: the ``pred_kernel_size`` argument and depthwise-separable
+    stacked convs for the classification and regression branches."""
 
     def __init__(self, *args, pred_kernel_size: int = 1, **kwargs) -> None:
         self.pred_kernel_size = pred_kernel_size
         super().__init__(*args, **kwargs)
 
-    def _init_layers(self) -> None:
-        self.relu = nn.ReLU(inplace=True)
+    def _init_stacked_convs(self) -> None:
         self.cls_convs = separable_stack(self.in_channels, self.feat_channels, self.stacked_convs,
                                          self.norm_cfg)
         self.reg_convs = separable_stack(self.in_channels, self.feat_channels, self.stacked_convs,
                                          self.norm_cfg)
+
+
+@MODELS.register_module()
+class LiteRetinaHead(SeparableStackedConvs, RetinaHead):
+    """RetinaHead with depthwise-separable stacked convs and a ``pred_kernel_size`` predictor."""
+
+    def _init_layers(self) -> None:
+        self.relu = nn.ReLU(inplace=True)
+        self._init_stacked_convs()
         channels = self.feat_channels if self.stacked_convs else self.in_channels
         self.retina_cls = predictor(channels, self.num_base_priors * self.cls_out_channels,
                                     self.pred_kernel_size)
@@ -50,20 +58,13 @@ class LiteRetinaHead(RetinaHead):
 
 
 @MODELS.register_module()
-class LiteFCOSHead(FCOSHead):
+class LiteFCOSHead(SeparableStackedConvs, FCOSHead):
     """FCOSHead with depthwise-separable stacked convs and a ``pred_kernel_size`` predictor."""
-
-    def __init__(self, *args, pred_kernel_size: int = 1, **kwargs) -> None:
-        self.pred_kernel_size = pred_kernel_size
-        super().__init__(*args, **kwargs)
 
     def _init_layers(self) -> None:
         if self.dcn_on_last_conv or self.cls_predictor_cfg is not None:
             raise ValueError('LiteFCOSHead supports neither dcn_on_last_conv nor cls_predictor_cfg')
-        self.cls_convs = separable_stack(self.in_channels, self.feat_channels, self.stacked_convs,
-                                         self.norm_cfg)
-        self.reg_convs = separable_stack(self.in_channels, self.feat_channels, self.stacked_convs,
-                                         self.norm_cfg)
+        self._init_stacked_convs()
         self.conv_cls = predictor(self.feat_channels, self.cls_out_channels, self.pred_kernel_size)
         self.conv_reg = predictor(self.feat_channels, 4, self.pred_kernel_size)
         self.conv_centerness = predictor(self.feat_channels, 1, self.pred_kernel_size)
