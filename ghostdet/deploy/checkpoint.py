@@ -107,10 +107,8 @@ def is_deploy_checkpoint(checkpoint: dict, deploy_model: nn.Module) -> bool:
 
 
 def read_checkpoint(path: str) -> dict:
-    """A local or remote checkpoint on the CPU, through the safe loader
-    (:class:`~ghostdet.safe_load.UnsafeCheckpointError` for a file that is not plain weights)."""
-    if '://' not in path and not osp.isfile(path):
-        raise FileNotFoundError(f'checkpoint {path} does not exist')
+    """A local or remote checkpoint on the CPU, through the safe loader (``FileNotFoundError`` for a missing
+    file, :class:`~ghostdet.safe_load.UnsafeCheckpointError` for a file that is not plain weights)."""
     return _load_checkpoint(path, map_location='cpu')
 
 
