@@ -86,13 +86,19 @@ def _refusal(source: str, err: pickle.UnpicklingError, copy: Optional[str] = Non
         'and load that copy instead.')
 
 
+def _reachable(map_location: Any) -> Any:
+    """``None`` (tensors back on the device that saved them) becomes the CPU where CUDA is absent, so that a
+    checkpoint written on a GPU loads on a CPU machine, as MMEngine's runner loads with ``'cpu'``."""
+    return 'cpu' if map_location is None and not torch.cuda.is_available() else map_location
+
+
 def load_from_local_safely(filename: str, map_location: Any = None) -> Any:
     """MMEngine's loader for local files, with safe loading and a clear error when it fails."""
     filename = osp.expanduser(filename)
     if not osp.isfile(filename):
         raise FileNotFoundError(f'Checkpoint {filename} does not exist.')
     try:
-        return torch.load(filename, map_location=map_location, weights_only=True)
+        return torch.load(filename, map_location=_reachable(map_location), weights_only=True)
     except pickle.UnpicklingError as err:
         raise _refusal(filename, err) from err
 
@@ -104,7 +110,7 @@ def load_url_safely(url: str, model_dir: Optional[str] = None, map_location: Any
     directory = model_dir or osp.join(torch.hub.get_dir(), 'checkpoints')  # as torch.hub names it
     cached = osp.join(directory, file_name or osp.basename(urlparse(url).path))
     try:
-        return torch.hub.load_state_dict_from_url(url, model_dir=model_dir, map_location=map_location,
+        return torch.hub.load_state_dict_from_url(url, model_dir=model_dir, map_location=_reachable(map_location),
                                                   progress=progress, check_hash=check_hash,
                                                   file_name=file_name, weights_only=True)
     except pickle.UnpicklingError as err:

@@ -23,7 +23,7 @@ import ghostdet  # noqa: F401  (installs the safe loading)
 from ghostdet.models import GhostNetV3
 from ghostdet.models.distill import TeacherError, build_teacher
 from ghostdet.safe_load import CheckpointDownloadError, UnsafeCheckpointError
-from ghostdet.testing import REPO, official_layout, teacher_model_cfg
+from ghostdet.testing import REPO, as_saved_on_gpu, official_layout, teacher_model_cfg
 from mmdet.registry import MODELS
 
 
@@ -63,6 +63,22 @@ def test_runner_checkpoint_resumes_with_weights_only_loading(tmp_path):
     runner.train()
     assert runner.epoch == 2
     assert runner.message_hub.get_scalar('train/loss').data[0].size == 4  # history kept across resume
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='checks loading on a machine without CUDA')
+def test_gpu_written_checkpoint_loads_and_resumes_on_a_cpu(tmp_path):
+    make_runner(tmp_path / 'gpu', 1).train()
+    as_saved_on_gpu(tmp_path / 'gpu' / 'epoch_1.pth', tmp_path / 'epoch_1.pth')
+    with pytest.raises(RuntimeError, match='on a CUDA device'):  # what torch.load alone does
+        torch.load(tmp_path / 'epoch_1.pth', weights_only=True)
+    model = ToyModel()
+    load_checkpoint(model, str(tmp_path / 'epoch_1.pth'))  # MMEngine's default: no map_location
+    state = torch.load(tmp_path / 'gpu' / 'epoch_1.pth', weights_only=True)['state_dict']
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+    (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'epoch_1.pth'))
+    runner = make_runner(tmp_path, 2, resume=True)
+    runner.train()
+    assert runner.epoch == 2
 
 
 def test_unsafe_checkpoint_is_refused_with_reason(tmp_path):

@@ -13,12 +13,14 @@
 About 25 minutes on 2 CPU cores with one seed (teacher 11, each student 3-5 minutes). Options:
 ``--seeds 0 1`` (two seeds, reported with their mean), ``--teacher-checkpoint`` (reuse a trained
 teacher), ``--kd-cfg-options`` (e.g. ``model.distill_losses.loss_logit_kd=None`` for PKD only), and
-``--teacher-iters``/``--student-iters`` (shorter runs, e.g. to check the pipeline: 2 and 2).
+``--teacher-iters``/``--student-iters`` (shorter runs, e.g. to check the pipeline: 2 and 2) and
+``--data-root`` (another shapes dataset, made with tools/make_shapes_dataset.py).
 """
 import argparse
 import os.path as osp
 
-from ghostdet.apis.kd_experiment import (DATA_ROOT, student_runs, summarize, table, teacher_run,
+from ghostdet.apis import fail
+from ghostdet.apis.kd_experiment import (DATA_ROOT, data_options, student_runs, summarize, table, teacher_run,
                                          write_summary)
 from ghostdet.datasets import make_shapes_dataset
 
@@ -33,16 +35,22 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--kd-cfg-options', nargs='+', default=[], help='extra key=value for the KD run')
     parser.add_argument('--teacher-iters', type=int, help='override the teacher\'s iterations')
     parser.add_argument('--student-iters', type=int, help='override both students\' iterations')
+    parser.add_argument('--data-root', help=f'a shapes dataset (default: {DATA_ROOT}, made if missing)')
     return parser.parse_args()
 
 
 def main() -> None:
     args = parse_args()
-    make_shapes_dataset(DATA_ROOT)
+    if args.data_root is None:
+        make_shapes_dataset(DATA_ROOT)
+    elif not osp.isfile(osp.join(args.data_root, 'annotations', 'instances_val.json')):
+        fail(f'--data-root {args.data_root} has no annotations/instances_val.json: make a shapes dataset there '
+             'with tools/make_shapes_dataset.py')
+    data = data_options(args.data_root)
     work_dir = osp.abspath(args.work_dir)
-    teacher, teacher_checkpoint = teacher_run(work_dir, args.teacher_checkpoint, args.teacher_iters)
+    teacher, teacher_checkpoint = teacher_run(work_dir, args.teacher_checkpoint, args.teacher_iters, data)
     students, distilled = student_runs(work_dir, args.seeds, teacher_checkpoint, args.student_iters,
-                                       args.kd_cfg_options)
+                                       args.kd_cfg_options, data)
     runs = [teacher] + students + distilled
     summary = summarize(teacher, students, distilled)
     text = table(runs, summary)

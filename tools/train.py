@@ -2,6 +2,7 @@
 import argparse
 import os.path as osp
 
+import torch
 from mmengine.config import Config
 from mmengine.runner import find_latest_checkpoint
 
@@ -33,6 +34,16 @@ def enable_auto_scale_lr(cfg: Config) -> None:
     cfg.auto_scale_lr.enable = True
 
 
+def enable_amp(cfg: Config, gpu_visible: bool) -> None:
+    """MMEngine's AmpOptimWrapper (fp16 by default; ``optim_wrapper.dtype='bfloat16'`` for bf16) runs on
+    GPUs only: without one, stop here rather than in the Runner's assertion."""
+    if not gpu_visible:
+        fail('--amp trains in mixed precision on a GPU (MMEngine\'s AmpOptimWrapper refuses the CPU) and no '
+             'GPU is visible: drop --amp, or run on a GPU machine')
+    cfg.optim_wrapper.type = 'AmpOptimWrapper'
+    cfg.optim_wrapper.loss_scale = 'dynamic'
+
+
 def set_resume(cfg: Config, resume: str) -> None:
     """Unlike MMEngine, which starts from scratch when ``auto`` finds nothing, stop with a message."""
     if resume == 'auto':
@@ -53,8 +64,7 @@ def main() -> None:
     args = parse_args()
     cfg = load_config(args)
     if args.amp:
-        cfg.optim_wrapper.type = 'AmpOptimWrapper'
-        cfg.optim_wrapper.loss_scale = 'dynamic'
+        enable_amp(cfg, torch.cuda.is_available())
     if args.auto_scale_lr:
         enable_auto_scale_lr(cfg)
     if args.resume is not None:

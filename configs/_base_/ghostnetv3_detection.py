@@ -24,8 +24,9 @@ ghostnetv3_backbone = dict(
     type='GhostNetV3',
     widen_factor=1.0,
     out_indices=(1, 2, 3, 4),  # strides 4/8/16/32 for FPN start_level=1
-    # A compact net's BN statistics must adapt to detection: train every BN and freeze nothing; on
-    # several GPUs add sync_bn='torch' (2 images per GPU are too few for BN).
+    # A compact net's BN statistics must adapt to detection: train every BN and freeze nothing. Its
+    # hundreds of narrow BNs see 2 images per GPU, too few for stable statistics: on several GPUs set
+    # sync_bn = 'torch' (or --cfg-options sync_bn=torch) so each BN normalises over every GPU's images.
     frozen_stages=-1,
     norm_eval=False,
     # The authors' ImageNet release (EMA weights), downloaded and cached on first use and converted on
@@ -33,15 +34,21 @@ ghostnetv3_backbone = dict(
     init_cfg=dict(type='Pretrained', checkpoint=ghostnetv3_imagenet[1.0]))
 
 # What changes with the backbone's width, per published width: the width, its ImageNet weights and the
-# FPN inputs that follow from them. A width config merges its entry into the 1.0x detector's model:
-# model = _base_.ghostnetv3_widths['0.5x'].
-ghostnetv3_widths = {
-    f'{width}x': dict(
-        backbone=dict(widen_factor=width, init_cfg=dict(
-            checkpoint=ghostnetv3_imagenet.get(width, f'checkpoints/ghostnetv3-{width}x_in1k.pth'))),
-        neck=dict(in_channels=GhostNetV3.out_channels_for(width)))
-    for width in (0.5, 1.0, 1.3, 1.6)
-}
+# neck inputs that follow from them. A width config merges its entry into the 1.0x detector's model:
+# model = _base_.ghostnetv3_widths['0.5x']. FPN detectors take the stage ends at strides 4/8/16/32
+# (RetinaNet/FCOS start at stride 8 with start_level=1); RTMDet's PAFPN takes strides 8/16/32 only.
+
+
+def _width_entry(width: float, out_indices: tuple) -> dict:
+    checkpoint = ghostnetv3_imagenet.get(width, f'checkpoints/ghostnetv3-{width}x_in1k.pth')
+    return dict(backbone=dict(widen_factor=width, out_indices=out_indices, init_cfg=dict(checkpoint=checkpoint)),
+                neck=dict(in_channels=GhostNetV3.out_channels_for(width, out_indices)))
+
+
+ghostnetv3_widths = {f'{width}x': _width_entry(width, (1, 2, 3, 4)) for width in (0.5, 1.0, 1.3, 1.6)}
+_strides_8_to_32 = (2, 3, 4)
+ghostnetv3_backbone_s8 = dict(ghostnetv3_backbone, out_indices=_strides_8_to_32)
+ghostnetv3_widths_s8 = {f'{width}x': _width_entry(width, _strides_8_to_32) for width in (0.5, 1.0, 1.3, 1.6)}
 
 # SGD as mmdet's ResNet detectors, but: weight decay as in GhostNet/MobileNet ImageNet training, none on
 # BN and biases (the many per-branch BN scales of the re-param blocks must not shrink to zero), and
@@ -51,6 +58,7 @@ ghostnetv3_optim_wrapper = dict(
     paramwise_cfg=dict(norm_decay_mult=0., bias_decay_mult=0.),
     clip_grad=dict(max_norm=35, norm_type=2))
 
-# A fused, deploy-ready checkpoint (and deploy config) beside every checkpoint saved.
-custom_hooks = [dict(type='ReparamCheckpointHook')]
-del GhostNetV3
+# A fused, deploy-ready checkpoint (and deploy config) beside every checkpoint saved. A variable, not
+# custom_hooks itself, so that detectors whose mmdet base has hooks (RTMDet) can use this file too.
+ghostnetv3_hooks = [dict(type='ReparamCheckpointHook')]
+del GhostNetV3, _width_entry, _strides_8_to_32

@@ -46,6 +46,6 @@ default_hooks = dict(
 custom_hooks = [
     dict(type='EMAHook', ema_type='ExpMomentumEMA', momentum=0.02, gamma=50, update_buffers=True,
          priority='ABOVE_NORMAL')
-] + _base_.custom_hooks
+] + _base_.ghostnetv3_hooks
 log_processor = dict(by_epoch=False)
 randomness = dict(seed=0)

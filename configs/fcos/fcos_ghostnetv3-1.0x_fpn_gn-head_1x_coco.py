@@ -8,3 +8,4 @@ model = dict(data_preprocessor=_base_.ghostnetv3_preprocessor, backbone=_base_.g
              neck=_base_.ghostnetv3_widths['1.0x'].neck)
 # Merged into the FCOS base, which keeps its 2x bias learning rate.
 optim_wrapper = _base_.ghostnetv3_optim_wrapper
+custom_hooks = _base_.ghostnetv3_hooks

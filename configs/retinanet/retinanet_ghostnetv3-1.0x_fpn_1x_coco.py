@@ -6,3 +6,4 @@ _base_ = ['mmdet::retinanet/retinanet_r50_fpn_1x_coco.py', '../_base_/ghostnetv3
 model = dict(data_preprocessor=_base_.ghostnetv3_preprocessor, backbone=_base_.ghostnetv3_backbone,
              neck=_base_.ghostnetv3_widths['1.0x'].neck)
 optim_wrapper = _base_.ghostnetv3_optim_wrapper
+custom_hooks = _base_.ghostnetv3_hooks

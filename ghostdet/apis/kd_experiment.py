@@ -57,6 +57,17 @@ def iteration_options(config: str, iters: Optional[int]) -> List[str]:
     return options
 
 
+def data_options(data_root: Optional[str]) -> List[str]:
+    """--cfg-options pointing the shapes configs at another shapes dataset (None: their ``data/shapes``)."""
+    if data_root is None:
+        return []
+    root = osp.abspath(data_root).rstrip('/') + '/'
+    annotations = f'{root}annotations/instances_val.json'
+    return [*(f'{loader}.dataset.data_root={root}' for loader in ('train_dataloader', 'val_dataloader',
+                                                                  'test_dataloader')),
+            f'val_evaluator.ann_file={annotations}', f'test_evaluator.ann_file={annotations}']
+
+
 def run_tool(command: Sequence[str], log_file: str) -> float:
     """Run a tool of this repo, its output to ``log_file``; return its peak RSS in MiB."""
     print(f'  $ {" ".join(command)}', flush=True)
@@ -107,11 +118,12 @@ def step_time(rows: List[dict]) -> float:
     return statistics.median(times[1:] if len(times) > 1 else times)
 
 
-def train_and_evaluate(name: str, seed: Optional[int], config: str, work_dir: str, options: List[str]) -> Run:
+def train_and_evaluate(name: str, seed: Optional[int], config: str, work_dir: str, options: List[str],
+                       data: Sequence[str] = ()) -> Run:
     print(f'[{name}, seed {seed}] {config}', flush=True)
-    trained = train(config, work_dir, options)
+    trained = train(config, work_dir, [*options, *data])
     model_options = [o for o in options if o.startswith('model.')]  # e.g. the teacher checkpoint
-    metrics = evaluate(config, trained['checkpoint'], work_dir, model_options)
+    metrics = evaluate(config, trained['checkpoint'], work_dir, [*model_options, *data])
     gpu = [row['memory'] for row in trained['rows'] if 'memory' in row]
     result = Run(name, seed, metrics[METRICS[0]], metrics[METRICS[1]], trained['checkpoint'],
                  step_time(trained['rows']), trained['peak_rss'], max(gpu) if gpu else None)
@@ -119,32 +131,34 @@ def train_and_evaluate(name: str, seed: Optional[int], config: str, work_dir: st
     return result
 
 
-def teacher_run(work_dir: str, checkpoint: Optional[str] = None, iters: Optional[int] = None) -> Tuple[Run, str]:
-    """Train the teacher (unless its ``checkpoint`` is given) and evaluate it; return it and its checkpoint."""
+def teacher_run(work_dir: str, checkpoint: Optional[str] = None, iters: Optional[int] = None,
+                data: Sequence[str] = ()) -> Tuple[Run, str]:
+    """Train the teacher (unless its ``checkpoint`` is given) and evaluate it; return it and its checkpoint.
+    ``data``: :func:`data_options`."""
     config, teacher_dir = CONFIGS['teacher'], osp.join(work_dir, 'teacher')
     if checkpoint is None:
-        result = train_and_evaluate('teacher', None, config, teacher_dir, iteration_options(config, iters))
+        result = train_and_evaluate('teacher', None, config, teacher_dir, iteration_options(config, iters), data)
         return result, result.checkpoint
     if not osp.isfile(checkpoint):
         fail(f'--teacher-checkpoint {checkpoint} does not exist')
     checkpoint = osp.abspath(checkpoint)
     print(f'[teacher] {checkpoint}', flush=True)
-    metrics = evaluate(config, checkpoint, teacher_dir, [])
+    metrics = evaluate(config, checkpoint, teacher_dir, list(data))
     return Run('teacher', None, metrics[METRICS[0]], metrics[METRICS[1]], checkpoint), checkpoint
 
 
 def student_runs(work_dir: str, seeds: Sequence[int], teacher_checkpoint: str, iters: Optional[int] = None,
-                 kd_options: Sequence[str] = ()) -> Tuple[List[Run], List[Run]]:
+                 kd_options: Sequence[str] = (), data: Sequence[str] = ()) -> Tuple[List[Run], List[Run]]:
     """The student alone and the student with KD, same schedule, data and seed, once per seed."""
     options = iteration_options(CONFIGS['student'], iters)
     students, distilled = [], []
     for seed in seeds:
         seeded = options + [f'randomness.seed={seed}']
         students.append(train_and_evaluate('student', seed, CONFIGS['student'],
-                                           osp.join(work_dir, f'student_seed{seed}'), seeded))
+                                           osp.join(work_dir, f'student_seed{seed}'), seeded, data))
         with_teacher = seeded + [f'model.teacher_checkpoint={teacher_checkpoint}', *kd_options]
         distilled.append(train_and_evaluate('student+KD', seed, CONFIGS['kd'],
-                                            osp.join(work_dir, f'kd_seed{seed}'), with_teacher))
+                                            osp.join(work_dir, f'kd_seed{seed}'), with_teacher, data))
     return students, distilled
 
 

@@ -1,9 +1,9 @@
 """What ``tools/train.py`` and ``tools/test.py`` share: arguments, config loading, runner building.
 
-Behaves like MMDetection 3.3.0's tools, plus: clear messages for a missing config or checkpoint,
-and multi-process training on CPU (``--launcher pytorch`` without CUDA), which MMEngine 0.10.7
-cannot start by itself (its ``init_dist`` selects a CUDA device and its DDP wrapper gets
-``device_ids=[LOCAL_RANK]``).
+Behaves like MMDetection 3.3.0's tools, plus: clear messages for a missing config or checkpoint and
+for CPU-only mmcv ops on a GPU machine, and multi-process training on CPU (``--launcher pytorch``
+without CUDA), which MMEngine 0.10.7 cannot start by itself (its ``init_dist`` selects a CUDA device
+and its DDP wrapper gets ``device_ids=[LOCAL_RANK]``).
 """
 import argparse
 import datetime
@@ -21,6 +21,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from mmdet.registry import RUNNERS
 from mmdet.utils import setup_cache_size_limit_of_dynamo
+
+from ..utils.mmcv_build import check_mmcv_ops
 
 LAUNCHERS = ('none', 'pytorch', 'slurm', 'mpi')
 TORCHRUN_ENV = ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT')
@@ -120,7 +122,12 @@ def setup_distributed(cfg: Config) -> None:
 
 
 def build_runner(cfg: Config) -> Runner:
-    """Build the Runner named by ``runner_type`` (default: MMEngine's ``Runner``)."""
+    """Build the Runner named by ``runner_type`` (default: MMEngine's ``Runner``), after checking that
+    mmcv's ops can run where the model will."""
+    try:
+        check_mmcv_ops()
+    except RuntimeError as error:
+        fail(str(error))
     setup_distributed(cfg)
     if 'runner_type' not in cfg:
         return Runner.from_cfg(cfg)

@@ -85,21 +85,21 @@ def branch_by_branch(model: nn.Module) -> Iterator[None]:
 
 
 def _named_outputs(outputs: Any) -> List[Tuple[str, np.ndarray]]:
-    return list(zip(output_names(outputs), (t.numpy() for t in flatten_outputs(outputs))))
+    return list(zip(output_names(outputs), (t.cpu().numpy() for t in flatten_outputs(outputs))))
 
 
 @torch.no_grad()
 def compare_outputs(reference: nn.Module, candidate: nn.Module, sizes: Sequence[Tuple[int, int]],
                     seed: int = 0) -> List[OutputDiff]:
     """Run both models' ``_forward`` (eval mode; the reference's re-parameterizable blocks branch by
-    branch) on the same random image of each (height, width); return the largest absolute and
+    branch) on the reference's device, on the same random image of each (height, width); return the largest absolute and
     relative difference of every output tensor."""
     reference.eval()
     candidate.eval()
     generator = torch.Generator().manual_seed(seed)
     diffs = []
     for size in sizes:
-        inputs = torch.randn(1, 3, *size, generator=generator)
+        inputs = torch.randn(1, 3, *size, generator=generator).to(next(reference.parameters()).device)
         with branch_by_branch(reference):
             expected = _named_outputs(reference._forward(inputs))
         actual = _named_outputs(candidate._forward(inputs))

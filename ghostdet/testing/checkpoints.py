@@ -1,6 +1,7 @@
 """Checkpoint files for tests, made here: nothing can be downloaded, so teachers, official-layout
 backbones and trained-like detectors are written from randomly initialised models."""
 import os.path as osp
+import zipfile
 from pathlib import Path
 from typing import Any, Dict, Union
 
@@ -27,6 +28,17 @@ def without_pretrained(node: Any) -> None:
     elif isinstance(node, list):
         for value in node:
             without_pretrained(value)
+
+
+def as_saved_on_gpu(src: Union[str, Path], dst: Union[str, Path]) -> None:
+    """Copy the checkpoint ``src`` to ``dst`` as ``torch.save`` writes it on a GPU: the same file, with every
+    storage's location ``cuda:0`` instead of ``cpu`` (no GPU here to write one)."""
+    with zipfile.ZipFile(src) as source, zipfile.ZipFile(dst, 'w', zipfile.ZIP_STORED) as target:
+        for entry in source.infolist():
+            data = source.read(entry.filename)
+            if entry.filename.endswith('/data.pkl'):  # protocol 2: BINUNICODE, 4-byte length
+                data = data.replace(b'X\x03\x00\x00\x00cpu', b'X\x06\x00\x00\x00cuda:0')
+            target.writestr(entry, data)
 
 
 def local_teacher(model_cfg: dict, out_dir: Union[str, Path], registry: Registry) -> str:

@@ -22,9 +22,10 @@ REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIGS = {
     'retinanet': osp.join(REPO, 'configs', 'retinanet_ghostnetv3_coco.py'),
     'fcos': osp.join(REPO, 'configs', 'fcos_ghostnetv3_coco.py'),
+    'rtmdet': osp.join(REPO, 'configs', 'rtmdet', 'rtmdet_ghostnetv3-1.0x_8xb32-300e_coco.py'),
 }
 # FCOS's GN head needs multiples of 32 channels and inputs of ~192 px and more.
-IMAGE_SIZE = {'retinanet': 128, 'fcos': 192}
+IMAGE_SIZE = {'retinanet': 128, 'fcos': 192, 'rtmdet': 128}
 CHANNELS = 32
 WIDTH = 0.5
 TEACHER_CHANNELS = 64  # twice the students' FPN channels: PKD needs adapters

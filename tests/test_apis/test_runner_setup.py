@@ -53,6 +53,15 @@ def test_resume_needs_a_checkpoint(tmp_path):
     assert cfg.resume is True and cfg.load_from == str(tmp_path / 'iter_4.pth')
 
 
+def test_amp_needs_a_gpu():
+    train = load_tool('train')
+    cfg = Config(dict(optim_wrapper=dict(type='OptimWrapper', optimizer=dict(type='SGD', lr=0.01))))
+    with pytest.raises(SystemExit, match='--amp trains in mixed precision on a GPU .* no GPU is visible: drop --amp'):
+        train.enable_amp(cfg, gpu_visible=False)
+    train.enable_amp(cfg, gpu_visible=True)
+    assert cfg.optim_wrapper.type == 'AmpOptimWrapper' and cfg.optim_wrapper.loss_scale == 'dynamic'
+
+
 def test_default_tta_wraps_the_model_and_flips():
     test = load_tool('test')
     pipeline = [dict(type='LoadImageFromFile'), dict(type='PackDetInputs')]

@@ -4,6 +4,7 @@ import copy
 
 import pytest
 import torch
+from torch.utils import cpp_extension
 
 from ghostdet import ops
 from ghostdet.models import RepConvBN
@@ -85,3 +86,6 @@ def test_without_a_compiler_training_warns_and_uses_the_branches(monkeypatch, tm
         block(x).sum().backward()
     finally:
         build.extension.cache_clear()
+        # torch's loader remembers the attempt in another folder and would rename this process's next build
+        # (<name>_v1), rewriting the shared cache's build files: every later process would compile again.
+        cpp_extension.JIT_EXTENSION_VERSIONER.entries.clear()

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from ghostdet.apis.kd_experiment import data_options, teacher_run
 from ghostdet.testing import run_tool
 
 DEMO_CONFIGS = ['configs/demo/retinanet_ghostnetv3-lite_shapes.py',
@@ -86,17 +87,16 @@ def test_resume_without_checkpoint_says_so(tmp_path):
 
 
 @pytest.mark.slow
-def test_kd_experiment_trains_teacher_and_students_then_reuses_the_teacher(tmp_path):
-    """tools/kd_experiment.py end to end with 2-iteration runs (on data/shapes, its documented data):
-    first training the teacher, then reusing that checkpoint with --teacher-checkpoint."""
-    first, second = tmp_path / 'first', tmp_path / 'second'
-    run('kd_experiment', '--work-dir', first, '--teacher-iters', 2, '--student-iters', 2)
-    runs = json.loads((first / 'summary.json').read_text())['runs']
+def test_kd_experiment_trains_teacher_and_students_then_reuses_the_teacher(tmp_path, shapes_data_root):
+    """tools/kd_experiment.py end to end with 2-iteration runs on a small shapes dataset (--data-root), then
+    the teacher's checkpoint reused (what --teacher-checkpoint runs): evaluated, not trained again."""
+    data_root = shapes_data_root(**DATA)
+    run('kd_experiment', '--work-dir', tmp_path, '--data-root', data_root, '--teacher-iters', 2,
+        '--student-iters', 2)
+    runs = json.loads((tmp_path / 'summary.json').read_text())['runs']
     assert [r['name'] for r in runs] == ['teacher', 'student', 'student+KD']
     assert all(r['step_time'] > 0 for r in runs)
-    teacher = runs[0]['checkpoint']
-    run('kd_experiment', '--work-dir', second, '--teacher-checkpoint', teacher, '--student-iters', 2)
-    summary = json.loads((second / 'summary.json').read_text())
-    assert summary['runs'][0]['checkpoint'] == teacher and summary['runs'][0]['step_time'] is None
-    assert summary['runs'][0]['mAP'] == runs[0]['mAP']  # the same teacher, evaluated again
-    assert 'KD step time' in (second / 'summary.md').read_text()
+    assert 'KD step time' in (tmp_path / 'summary.md').read_text()
+    reused, checkpoint = teacher_run(str(tmp_path / 'reuse'), runs[0]['checkpoint'], data=data_options(data_root))
+    assert checkpoint == runs[0]['checkpoint'] and reused.step_time is None
+    assert reused.mAP == runs[0]['mAP']  # the same teacher, evaluated again

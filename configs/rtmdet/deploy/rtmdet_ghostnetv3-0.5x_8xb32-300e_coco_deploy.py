@@ -1,0 +1,4 @@
+# The fused (deploy) form of its _base_: load the *_deploy.pth checkpoints saved during its training.
+_base_ = '../rtmdet_ghostnetv3-0.5x_8xb32-300e_coco.py'
+model = dict(backbone=dict(deploy=True, init_cfg=None))
+custom_hooks = []

@@ -1,0 +1,39 @@
+"""The RTMDet-GhostNetV3 configs (mmdet's RTMDet-tiny neck, head and recipe on GhostNetV3) train with the
+fuse-on-save hook, and their deploy checkpoints equal the trained model and export to ONNX exactly."""
+import os.path as osp
+
+import pytest
+import torch
+from mmengine.config import Config
+
+from ghostdet.deploy import (DEPLOY_CONFIG_NAME, build_cpu_model, checkpoint_weights, compare_outputs,
+                             load_fused_model, load_weights, read_checkpoint)
+from ghostdet.deploy.onnx import compare_with_onnxruntime, export_onnx, onnx_module, ort_session
+from ghostdet.models import GhostNetV3
+from ghostdet.testing import detector_config, logged_losses, train
+
+pytestmark = pytest.mark.usefixtures('single_thread')
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('width', [0.5, 1.0])
+def test_trains_fuses_and_matches_onnxruntime(width, data_root, tmp_path):
+    out_indices = (2, 3, 4)  # strides 8/16/32; the PAFPN needs inputs in multiples of 32
+    backbone = dict(type='GhostNetV3', widen_factor=width, out_indices=out_indices, init_cfg=None)
+    cfg = detector_config('rtmdet', data_root, str(tmp_path), backbone=backbone,
+                          neck_in_channels=GhostNetV3.out_channels_for(width, out_indices))
+    runner = train(cfg)
+    assert len(logged_losses(runner)) == 2 and all(torch.isfinite(torch.tensor(list(logged_losses(runner).values()))))
+
+    unfused = build_cpu_model(cfg.model)
+    load_weights(unfused, checkpoint_weights(read_checkpoint(osp.join(tmp_path, 'epoch_1.pth'))))
+    fused, num_fused = load_fused_model(Config.fromfile(osp.join(tmp_path, DEPLOY_CONFIG_NAME)),
+                                        read_checkpoint(osp.join(tmp_path, 'epoch_1_deploy.pth')))
+    assert num_fused == 0  # the hook wrote a deploy checkpoint: nothing left to fuse
+    assert max(d.rel for d in compare_outputs(unfused, fused, [(128, 128), (96, 160)])) <= 1e-4
+
+    path = str(tmp_path / 'rtmdet.onnx')
+    names = export_onnx(fused, path, torch.randn(1, 3, 128, 128))
+    assert names == [f'{group}_{level}' for group in ('cls_score', 'bbox_pred') for level in range(3)]
+    diffs = compare_with_onnxruntime(onnx_module(fused), ort_session(path), [(1, 3, 128, 128), (1, 3, 160, 96)])
+    assert max(min(d.abs, d.rel) for d in diffs) <= 1e-4
