@@ -23,9 +23,10 @@ step() { echo "[setup_env] $*"; }
 fail() { echo "[setup_env] FAILED at step: $1" >&2; exit 1; }
 
 flavour_of() { "$py" "$root/ghostdet/utils/mmcv_build.py" "$@"; }
-if [ -x "$py" ] && [ -f "$stamp" ] && wanted=$(flavour_of flavour 2>/dev/null) \
-   && [ "$(cat "$stamp")" = "$want ${wanted%% *}" ] \
-   && "$py" -c 'import mmcv.ops, mmdet, mmpretrain, ghostdet' >/dev/null 2>&1; then
+# Ready when the stack imports and was installed from these files for the flavour wanted now (one process).
+if [ -x "$py" ] && [ -f "$stamp" ] && ready=$("$py" -c 'import mmcv.ops, mmdet, mmpretrain, ghostdet
+from ghostdet.utils.mmcv_build import wanted_flavour
+print(wanted_flavour().name)' 2>/dev/null) && [ "$(cat "$stamp")" = "$want $ready" ]; then
   exit 0
 fi
 start=$(date +%s)
@@ -36,6 +37,9 @@ if ! [ -x "$py" ] || ! "$py" -c 'import pip' >/dev/null 2>&1; then
   python3.11 -m venv "$venv" || fail "python3.11 -m venv"
 fi
 pip=("$py" -m pip --disable-pip-version-check)
+if "$py" -c 'import torch' >/dev/null 2>&1; then  # a bad GHOSTDET_CUDA / arch list stops before any change
+  flavour_of flavour >/dev/null || fail "choosing mmcv's ops (see the error above)"
+fi
 rm -f "$stamp"
 
 step "installing torch + torchvision"
