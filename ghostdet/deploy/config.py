@@ -18,9 +18,8 @@ except ImportError:
     PRETRAIN_MODELS = None
 
 STUDENT_KEY = 'student'
-# Hooks that only act while training: in a deploy config they would cost memory (EMA's model copy)
-# or try to fuse an already fused model.
-# Hooks that act on training only (pipeline and mode switches of RTMDet/YOLOX recipes included).
+# Hooks that only act while training: in a deploy config they would cost memory (EMA's model copy), try
+# to fuse an already fused model or switch a training pipeline (RTMDet's and YOLOX's recipes).
 TRAINING_ONLY_HOOKS = ('ReparamCheckpointHook', 'EMAHook', 'PipelineSwitchHook', 'YOLOXModeSwitchHook', 'SyncNormHook')
 # Knowledge-distillation hooks (schedules, teacher handling) are recognised by name.
 KD_HOOK_NAME = re.compile(r'Distill|KD|Teacher')

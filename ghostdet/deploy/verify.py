@@ -92,8 +92,8 @@ def _named_outputs(outputs: Any) -> List[Tuple[str, np.ndarray]]:
 def compare_outputs(reference: nn.Module, candidate: nn.Module, sizes: Sequence[Tuple[int, int]],
                     seed: int = 0) -> List[OutputDiff]:
     """Run both models' ``_forward`` (eval mode; the reference's re-parameterizable blocks branch by
-    branch) on the reference's device, on the same random image of each (height, width); return the largest absolute and
-    relative difference of every output tensor."""
+    branch) on the reference's device, on the same random image of each (height, width); return the
+    largest absolute and relative difference of every output tensor."""
     reference.eval()
     candidate.eval()
     generator = torch.Generator().manual_seed(seed)

@@ -3,14 +3,15 @@ backbones and trained-like detectors are written from randomly initialised model
 import os.path as osp
 import zipfile
 from pathlib import Path
-from typing import Any, Dict, Union
+from typing import Any, Dict, Tuple, Union
 
 import torch
 import torch.nn as nn
 from mmengine.config import Config
 from mmengine.registry import Registry, init_default_scope
 
-from ..deploy import build_cpu_model, fuse_model, to_deploy_config, write_deploy_config
+from ..deploy import (DEPLOY_CONFIG_NAME, build_cpu_model, checkpoint_weights, fuse_model, load_fused_model,
+                      load_weights, read_checkpoint, to_deploy_config, write_deploy_config)
 from ..models.distill.teacher import teacher_model_config
 from .detectors import detector_config
 
@@ -39,6 +40,18 @@ def as_saved_on_gpu(src: Union[str, Path], dst: Union[str, Path]) -> None:
             if entry.filename.endswith('/data.pkl'):  # protocol 2: BINUNICODE, 4-byte length
                 data = data.replace(b'X\x03\x00\x00\x00cpu', b'X\x06\x00\x00\x00cuda:0')
             target.writestr(entry, data)
+
+
+def saved_pair(work_dir: str, model_cfg: dict, name: str) -> Tuple[nn.Module, nn.Module]:
+    """The two models ReparamCheckpointHook leaves in ``work_dir`` for checkpoint ``name``: the training
+    config's model with ``name.pth``'s weights, and the deploy config's model with ``name_deploy.pth``'s
+    (which must be fused already), both on the CPU in eval mode."""
+    unfused = build_cpu_model(model_cfg)
+    load_weights(unfused, checkpoint_weights(read_checkpoint(osp.join(work_dir, f'{name}.pth'))))
+    fused, num_fused = load_fused_model(Config.fromfile(osp.join(work_dir, DEPLOY_CONFIG_NAME)),
+                                        read_checkpoint(osp.join(work_dir, f'{name}_deploy.pth')))
+    assert num_fused == 0, f'{name}_deploy.pth left blocks to fuse'
+    return unfused.eval(), fused
 
 
 def local_teacher(model_cfg: dict, out_dir: Union[str, Path], registry: Registry) -> str:

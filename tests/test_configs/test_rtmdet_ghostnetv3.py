@@ -1,16 +1,12 @@
 """The RTMDet-GhostNetV3 configs (mmdet's RTMDet-tiny neck, head and recipe on GhostNetV3) train with the
 fuse-on-save hook, and their deploy checkpoints equal the trained model and export to ONNX exactly."""
-import os.path as osp
-
 import pytest
 import torch
-from mmengine.config import Config
 
-from ghostdet.deploy import (DEPLOY_CONFIG_NAME, build_cpu_model, checkpoint_weights, compare_outputs,
-                             load_fused_model, load_weights, read_checkpoint)
+from ghostdet.deploy import compare_outputs
 from ghostdet.deploy.onnx import compare_with_onnxruntime, export_onnx, onnx_module, ort_session
 from ghostdet.models import GhostNetV3
-from ghostdet.testing import detector_config, logged_losses, train
+from ghostdet.testing import detector_config, logged_losses, saved_pair, train
 
 pytestmark = pytest.mark.usefixtures('single_thread')
 
@@ -25,11 +21,7 @@ def test_trains_fuses_and_matches_onnxruntime(width, data_root, tmp_path):
     runner = train(cfg)
     assert len(logged_losses(runner)) == 2 and all(torch.isfinite(torch.tensor(list(logged_losses(runner).values()))))
 
-    unfused = build_cpu_model(cfg.model)
-    load_weights(unfused, checkpoint_weights(read_checkpoint(osp.join(tmp_path, 'epoch_1.pth'))))
-    fused, num_fused = load_fused_model(Config.fromfile(osp.join(tmp_path, DEPLOY_CONFIG_NAME)),
-                                        read_checkpoint(osp.join(tmp_path, 'epoch_1_deploy.pth')))
-    assert num_fused == 0  # the hook wrote a deploy checkpoint: nothing left to fuse
+    unfused, fused = saved_pair(str(tmp_path), cfg.model, 'epoch_1')  # the hook's deploy file: fused already
     assert max(d.rel for d in compare_outputs(unfused, fused, [(128, 128), (96, 160)])) <= 1e-4
 
     path = str(tmp_path / 'rtmdet.onnx')

@@ -4,18 +4,13 @@ the fuse-on-save hook, in fp32, fp16 and bf16; fused equals unfused; what a GPU 
 Skipped without a GPU. On a GPU machine every Runner-based test elsewhere also runs on the GPU (MMEngine
 puts the model there); these check what only a GPU run shows.
 """
-import os.path as osp
-
 import pytest
 import torch
-from mmengine.config import Config
-from mmengine.runner.checkpoint import _load_checkpoint
 
 import ghostdet  # noqa: F401  (registers the hook, safe loading)
-from ghostdet.deploy import (DEPLOY_CONFIG_NAME, build_cpu_model, checkpoint_weights, compare_outputs, fuse_model,
-                             load_weights)
+from ghostdet.deploy import compare_outputs, fuse_model
 from ghostdet.models import GhostNetV3
-from ghostdet.testing import detector_config, randomize_bn, train
+from ghostdet.testing import detector_config, randomize_bn, saved_pair, train
 from ghostdet.utils.mmcv_build import installed_ops_have_cuda
 
 pytestmark = [
@@ -52,10 +47,7 @@ def test_detector_trains_and_validates_on_the_gpu(kind, precision, data_root, tm
     assert all(b.dtype == torch.float32 and torch.isfinite(b).all() for b in buffers)
 
     # The GPU-written checkpoints load into CPU models; the deploy one (fused EMA weights) equals the unfused.
-    unfused = build_cpu_model(cfg.model)
-    load_weights(unfused, checkpoint_weights(_load_checkpoint(osp.join(tmp_path, 'epoch_2.pth')), ema=True))
-    fused = build_cpu_model(Config.fromfile(osp.join(tmp_path, DEPLOY_CONFIG_NAME)).model)
-    load_weights(fused, _load_checkpoint(osp.join(tmp_path, 'epoch_2_deploy.pth'))['state_dict'])
+    unfused, fused = saved_pair(str(tmp_path), cfg.model, 'epoch_2')
     # 1e-3: after a few EMA steps both float32 forms are up to 3e-4 from float64 (FCOS, measured on a CPU).
     assert max(d.rel for d in compare_outputs(unfused, fused, [(192, 192), (193, 257)])) < 1e-3
 

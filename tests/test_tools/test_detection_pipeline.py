@@ -18,13 +18,9 @@ QUIET = dict(PYTHONWARNINGS='ignore', OMP_NUM_THREADS='1')
 
 def tiny_options(data_root: str, iters: int = 2):
     """Command-line overrides that shrink a demo config to a few iterations on the tiny dataset."""
-    ann = f'{data_root}/annotations/instances_val.json'
     return ['--cfg-options', f'train_cfg.max_iters={iters}', f'train_cfg.val_interval={iters}',
             f'default_hooks.checkpoint.interval={iters}', 'train_dataloader.batch_size=4',
-            'default_hooks.logger.interval=1', 'model.test_cfg.score_thr=0.0',
-            *(f'{loader}.dataset.data_root={data_root}/' for loader in
-              ('train_dataloader', 'val_dataloader', 'test_dataloader')),
-            f'val_evaluator.ann_file={ann}', f'test_evaluator.ann_file={ann}']
+            'default_hooks.logger.interval=1', 'model.test_cfg.score_thr=0.0', *data_options(data_root)]
 
 
 def run(tool: str, *args) -> str:

@@ -15,7 +15,7 @@ from mmengine.runner.checkpoint import _load_checkpoint
 import ghostdet  # noqa: F401  (registers the hook, safe loading)
 from ghostdet.deploy import (DEPLOY_CONFIG_NAME, OutputDiff, build_cpu_model, checkpoint_weights,
                              compare_outputs, fuse_weights, load_weights)
-from ghostdet.testing import detector_config, evaluate, logged_losses, train
+from ghostdet.testing import detector_config, evaluate, logged_losses, saved_pair, train
 
 pytestmark = pytest.mark.usefixtures('single_thread')
 # Square, odd and non-square in both orientations.
@@ -61,11 +61,7 @@ def _deploy_cfg(runner: Runner) -> Config:
 def _fused_vs_unfused(runner: Runner, name: str, sizes) -> List[OutputDiff]:
     """Outputs of the unfused model (training checkpoint) vs the deploy config's model loaded from
     the deploy checkpoint."""
-    unfused = build_cpu_model(runner.cfg.model)
-    load_weights(unfused, _load_checkpoint(_ckpt(runner, f'{name}.pth'))['state_dict'])
-    fused = build_cpu_model(_deploy_cfg(runner).model)
-    load_weights(fused, _load_checkpoint(_ckpt(runner, f'{name}_deploy.pth'))['state_dict'])
-    return compare_outputs(unfused, fused, sizes)
+    return compare_outputs(*saved_pair(runner.work_dir, runner.cfg.model, name), sizes)
 
 
 def _max_rel(diffs: List[OutputDiff]) -> float:
