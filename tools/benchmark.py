@@ -3,7 +3,8 @@
 Per model, form and input size: parameters and MACs (as tools/get_flops.py counts them), batch-1 latency
 (median, p10/p90 after warm-up) and the training step (forward + backward of the sum of all outputs,
 train mode). Forms: ``train`` (re-parameterizable branches, timed in eval mode), ``fused`` (branches
-folded), ``plain`` (nothing to fuse), ``onnx`` (the fused or plain model in onnxruntime, ``--onnx``).
+folded), ``plain`` (nothing to fuse), ``onnx`` (the fused or plain model in onnxruntime, ``--onnx``),
+``end-to-end`` (a detector's whole inference on an image of the size, NMS included, ``--end-to-end``).
 Peers: mmdet's ResNet-18 and MobileNetV2-1.0x, timm's MobileNetV2-1.0x features and timm's GhostNetV3
 of the same width (train form, and fused by ``timm.utils.reparameterize_model``), all run to the same
 four stage ends (strides 4/8/16/32). Calls of all models are interleaved round by round, so a change of
@@ -12,8 +13,8 @@ machine load hits every model alike (see ``ghostdet.utils.benchmark``).
 Writes ``benchmark.csv``, ``benchmark.md`` and ``benchmark.png`` into ``--out-dir``. Example::
 
     python tools/benchmark.py --backbones ghostnetv3-0.5x ghostnetv3-1.0x --sizes 640x640 --threads 2
-    python tools/benchmark.py --backbones --peers --onnx --configs configs/retinanet_ghostnetv3_coco.py \
-        mmdet::retinanet/retinanet_r18_fpn_1x_coco.py
+    python tools/benchmark.py --backbones --peers --onnx --end-to-end --step-repeats 0 \
+        --configs configs/retinanet_ghostnetv3_coco.py mmdet::retinanet/retinanet_r18_fpn_1x_coco.py
 """
 import argparse
 import os
@@ -58,6 +59,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--step-repeats', type=int, default=5, help='timed train steps (0: none). A batch-1 train step '
                         'of GhostNetV3 needs inputs of 128 px or more (BN over the DFC-pooled stride-64 map)')
     parser.add_argument('--onnx', action='store_true', help='also time the fused models in onnxruntime')
+    parser.add_argument('--end-to-end', action='store_true',
+                        help='also time each --configs detector on an image of each size: its test pipeline '
+                        '(resize/pad to its own input size), preprocessing, network, decoding and NMS')
     parser.add_argument('--out-dir', default='work_dirs/benchmark')
     args = parser.parse_args(argv)
     if not args.backbones and not args.configs:
@@ -81,7 +85,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         fail(str(error))
     subjects += [config_subject(path, read_config(path)) for path in args.configs]
     settings = Settings(args.sizes, args.memory_formats, args.threads, args.warmup, args.repeats,
-                        args.step_repeats, args.onnx)
+                        args.step_repeats, args.onnx, args.end_to_end)
     os.makedirs(args.out_dir, exist_ok=True)
     load_before, start = os.getloadavg(), time.perf_counter()
     with tempfile.TemporaryDirectory() as onnx_dir:

@@ -1,10 +1,11 @@
 """Export a fused (deploy) detector to ONNX and check it against PyTorch with onnxruntime.
 
 By default the graph holds the raw head outputs of ``model._forward`` flattened to named outputs, one
-per FPN level: ``cls_score_<l>``, ``bbox_pred_<l>`` (and ``centerness_<l>`` for FCOS), all with dynamic
-batch, height and width, so one file serves every input size; box decoding and NMS stay outside
-(e.g. the head's ``predict_by_feat``). ``--with-nms`` appends decoding and class-wise NMS instead
-(one image per call, outputs ``dets`` (K, 5: x1, y1, x2, y2, score) and ``labels`` (K, )).
+per FPN level: ``cls_score_<l>``, ``bbox_pred_<l>`` (and ``score_factor_<l>``: FCOS centerness, YOLOX
+objectness), all with dynamic batch, height and width, so one file serves every input size
+(``--static``: fixed to ``--shape``, faster in onnxruntime); box decoding and NMS stay outside (e.g. the
+head's ``predict_by_feat``). ``--with-nms`` appends decoding and class-wise NMS instead (one image per
+call, outputs ``dets`` (K, 5: x1, y1, x2, y2, score) and ``labels`` (K, )).
 
 The input is the preprocessed image: the config's ``data_preprocessor`` (mean/std, channel order,
 padding to a multiple of 32) is not part of the graph. The logic is in :mod:`ghostdet.deploy.onnx`.
@@ -36,6 +37,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('out', help='output .onnx file')
     parser.add_argument('--shape', type=int, nargs=2, default=(640, 640), metavar=('H', 'W'),
                         help='input size traced at export (the graph accepts any size)')
+    parser.add_argument('--static', action='store_true',
+                        help='fix the input to --shape (batch 1): faster in onnxruntime on CPUs (the DFC gate '
+                        'upsamples in its blocked layout); the file then takes that shape only')
     parser.add_argument('--with-nms', action='store_true',
                         help='append box decoding and class-wise NMS (one image per call; outputs dets, labels)')
     parser.add_argument('--verify', action='store_true',
@@ -58,13 +62,14 @@ def export(args: argparse.Namespace) -> None:
     if num_fused:
         print(f'note: {args.checkpoint} is a training checkpoint; fused {num_fused} re-parameterizable '
               'blocks in memory (tools/reparameterize.py writes the deploy checkpoint once)')
-    names = export_onnx(model, args.out, torch.randn(1, 3, *args.shape), args.with_nms)
+    names = export_onnx(model, args.out, torch.randn(1, 3, *args.shape), args.with_nms, args.static)
     dynamic = 'height/width' if args.with_nms else 'batch/height/width'
+    shape = f'static (1, 3, {args.shape[0]}, {args.shape[1]})' if args.static else f'dynamic {dynamic}'
     print(f'wrote {args.out}: input {INPUT_NAME} (N, 3, H, W), outputs {", ".join(names)} '
-          f'(opset {OPSET}, dynamic {dynamic})')
+          f'(opset {OPSET}, {shape})')
     if not args.verify:
         return
-    shapes = verify_shapes(*args.shape, batch=1 if args.with_nms else 2)
+    shapes = verify_shapes(*args.shape, batch=1 if args.with_nms else 2, static=args.static)
     diffs = compare_with_onnxruntime(onnx_module(model, args.with_nms), ort_session(args.out), shapes)
     print(format_diffs(diffs))
     worst = max(min(d.abs, d.rel) for d in diffs)

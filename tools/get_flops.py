@@ -27,9 +27,11 @@ def rows_for(path: str, shape: Sequence[int]) -> List[List[str]]:
     cfg = read_config(path)
     init_default_scope(cfg.get('default_scope', 'mmdet'))
     model = build_cpu_model(cfg.model)
-    forms = {'train': complexity_by_part(model, tuple(shape), branches=True)}  # as it trains: every branch
-    if fuse_model(model):
-        forms['fused'] = complexity_by_part(model, tuple(shape))
+    forms = {}
+    if any(not getattr(m, 'deploy', True) for m in model.modules() if hasattr(m, 'forward_branches')):
+        forms['train'] = complexity_by_part(model, tuple(shape), branches=True)  # as it trains: every branch
+    form = 'fused' if fuse_model(model) else 'plain'
+    forms[form] = complexity_by_part(model, tuple(shape))
     return [[path, form, part, f'{params / 1e6:.2f}', f'{macs / 1e9:.2f}']
             for form, parts in forms.items() for part, (params, macs) in parts.items()]
 

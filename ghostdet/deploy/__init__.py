@@ -1,7 +1,8 @@
 """From a trained model to a deployed one: whole-model fusion (:mod:`.fuse`), the deploy config
 (:mod:`.config`), deploy checkpoints (:mod:`.checkpoint`), output comparison (:mod:`.verify`) and
 ONNX export checked with onnxruntime (:mod:`.onnx`, imported on its own: it needs only torch, but
-its comparison needs onnxruntime)."""
+its comparison needs onnxruntime) with the backbone padded for onnxruntime's blocked CPU layout
+(:mod:`.nchwc`)."""
 from .checkpoint import (DEPLOY_CONFIG_NAME, WeightsMismatchError, atomic_write, build_cpu_model,
                          checkpoint_weights, deploy_checkpoint_path, deploy_state_dict, is_deploy_checkpoint,
                          load_fused_model, load_weights, read_checkpoint, save_deploy_checkpoint,

@@ -16,6 +16,7 @@ import torch.onnx.operators
 from torch import Tensor
 from torchvision.ops import batched_nms
 
+from .nchwc import padded_for_nchwc
 from .verify import OutputDiff, flatten_outputs, output_names
 
 OPSET = 17
@@ -102,13 +103,16 @@ def onnx_module(model: nn.Module, with_nms: bool = False) -> nn.Module:
 
 
 @torch.no_grad()
-def export_onnx(model: nn.Module, path: str, sample: Tensor, with_nms: bool = False) -> List[str]:
-    """Export ``model`` (eval mode) with dynamic height/width (and batch, without NMS); return the
-    output names.
+def export_onnx(model: nn.Module, path: str, sample: Tensor, with_nms: bool = False,
+                static: bool = False) -> List[str]:
+    """Export ``model`` (eval mode) with dynamic height/width (and batch, without NMS), or fixed to the
+    sample's shape (``static``); return the output names.
 
     TorchScript exporter (``dynamo=False``): it records the shape arithmetic of
     ``F.interpolate(size=x.shape[-2:])`` (DFC attention) and of the prior grids as graph ops, so
-    sizes follow the input.
+    sizes follow the input. A static graph has them as constants, so onnxruntime runs the DFC gate's
+    upsampling in its blocked layout too. A fused GhostNetV3 backbone is exported channel-padded for
+    that layout (:func:`~ghostdet.deploy.nchwc.padded_for_nchwc`, a copy; same outputs).
     """
     model.eval()
     if with_nms:
@@ -117,17 +121,21 @@ def export_onnx(model: nn.Module, path: str, sample: Tensor, with_nms: bool = Fa
     else:
         names = output_names(model(sample))
         dynamic_axes = {name: dict(DYNAMIC_AXES) for name in [INPUT_NAME, *names]}
+    model = padded_for_nchwc(model) or model
     with warnings.catch_warnings():  # the deprecation notice of the TorchScript exporter, chosen here
         warnings.filterwarnings('ignore', message='.*legacy TorchScript-based ONNX export')
         torch.onnx.export(
             onnx_module(model, with_nms), (sample, ), path, input_names=[INPUT_NAME], output_names=names,
-            dynamic_axes=dynamic_axes, opset_version=OPSET, do_constant_folding=True, dynamo=False)
+            dynamic_axes=None if static else dynamic_axes, opset_version=OPSET, do_constant_folding=True,
+            dynamo=False)
     return names
 
 
-def ort_session(path: str, threads: int = 1, flush_denormal: bool = False) -> Any:
+def ort_session(path: str, threads: int = 1, flush_denormal: bool = False, spin: bool = True) -> Any:
     """An onnxruntime CPU session with a fixed number of intra-op threads, ops run sequentially
-    (``flush_denormal``: treat denormal floats as zero, as ``torch.set_flush_denormal`` does)."""
+    (``flush_denormal``: treat denormal floats as zero, as ``torch.set_flush_denormal`` does; ``spin=False``:
+    its threads sleep between calls instead of spinning, so that models timed in turn do not compete
+    with the spinning threads of the one before)."""
     try:
         import onnxruntime as ort
     except ImportError as err:
@@ -138,6 +146,8 @@ def ort_session(path: str, threads: int = 1, flush_denormal: bool = False) -> An
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     if flush_denormal:
         options.add_session_config_entry('session.set_denormal_as_zero', '1')
+    if not spin:
+        options.add_session_config_entry('session.intra_op.allow_spinning', '0')
     return ort.InferenceSession(path, options, providers=['CPUExecutionProvider'])
 
 
@@ -174,9 +184,11 @@ def compare_with_onnxruntime(module: nn.Module, session: Any, shapes: Sequence[T
     return diffs
 
 
-def verify_shapes(height: int, width: int, batch: int = 2) -> List[Tuple[int, int, int, int]]:
+def verify_shapes(height: int, width: int, batch: int = 2, static: bool = False) -> List[Tuple[int, int, int, int]]:
     """The export shape (batch 1) and a different, non-square one (``batch``): checks that the
-    dynamic axes are dynamic."""
+    dynamic axes are dynamic. A static export: the export shape only."""
+    if static:
+        return [(1, 3, height, width)]
     other = (max(64, round(height * 0.75 / 32) * 32), max(64, round(width * 0.5 / 32) * 32))
     if other == (height, width):
         other = (height + 32, width)

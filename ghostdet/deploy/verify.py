@@ -14,7 +14,7 @@ import torch.nn as nn
 from torch import Tensor
 
 # mmdet dense heads return (scores, boxes[, score factors]) per level; a third group is FCOS's centerness.
-OUTPUT_GROUPS = ('cls_score', 'bbox_pred', 'centerness')
+OUTPUT_GROUPS = ('cls_score', 'bbox_pred', 'score_factor')  # mmdet's name for FCOS centerness, YOLOX objectness
 
 
 def flatten_outputs(outputs: Any) -> List[Tensor]:
@@ -73,8 +73,9 @@ def _branch_forward(module: nn.Module, x: Tensor) -> Tensor:
 def branch_by_branch(model: nn.Module) -> Iterator[None]:
     """Run blocks that offer ``forward_branches`` (ghostdet's ``RepConvBN``) branch by branch in eval
     mode too, where they fuse on the fly: a fused model must be checked against the sum of the
-    branches, not against the same fusion."""
-    blocks = [m for m in model.modules() if callable(getattr(m, 'forward_branches', None))]
+    branches, not against the same fusion. Blocks already fused have no branches and run as they are."""
+    blocks = [m for m in model.modules()
+              if callable(getattr(m, 'forward_branches', None)) and not getattr(m, 'deploy', False)]
     for block in blocks:
         block.forward = partial(_branch_forward, block)
     try:

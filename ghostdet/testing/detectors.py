@@ -23,9 +23,10 @@ CONFIGS = {
     'retinanet': osp.join(REPO, 'configs', 'retinanet_ghostnetv3_coco.py'),
     'fcos': osp.join(REPO, 'configs', 'fcos_ghostnetv3_coco.py'),
     'rtmdet': osp.join(REPO, 'configs', 'rtmdet', 'rtmdet_ghostnetv3-1.0x_8xb32-300e_coco.py'),
+    'yolox': osp.join(REPO, 'configs', 'yolox', 'yolox_ghostnetv3-1.0x_8xb8-300e_coco.py'),
 }
 # FCOS's GN head needs multiples of 32 channels and inputs of ~192 px and more.
-IMAGE_SIZE = {'retinanet': 128, 'fcos': 192, 'rtmdet': 128}
+IMAGE_SIZE = {'retinanet': 128, 'fcos': 192, 'rtmdet': 128, 'yolox': 128}
 CHANNELS = 32
 WIDTH = 0.5
 TEACHER_CHANNELS = 64  # twice the students' FPN channels: PKD needs adapters
@@ -78,6 +79,7 @@ def detector_config(kind: str, data_root: str, work_dir: str, max_epochs: int = 
     model.bbox_head.update(num_classes=len(SHAPES_CLASSES), in_channels=CHANNELS, feat_channels=CHANNELS,
                            stacked_convs=1)
     model.test_cfg.score_thr = 0.0
+    model.data_preprocessor.batch_augments = None  # YOLOX's multi-scale batches (320-640 px)
     cfg.optim_wrapper.optimizer = dict(type='AdamW', lr=2e-3, weight_decay=0.05)
     cfg.train_dataloader = _dataloader(data_root, 'train', size, batch_size, train=True)
     cfg.val_dataloader = _dataloader(data_root, 'train', size, 2, train=False)

@@ -16,7 +16,7 @@ ENTRY_POINTS = {
     'retinanet_ghostnetv3_coco.py': 'retinanet/retinanet_ghostnetv3-1.0x_fpn_1x_coco.py',
     'fcos_ghostnetv3_coco.py': 'fcos/fcos_ghostnetv3-1.0x_fpn_gn-head_1x_coco.py',
 }
-TRAINED = sorted(str(p.relative_to(CONFIGS)) for folder in ('retinanet', 'fcos', 'rtmdet')
+TRAINED = sorted(str(p.relative_to(CONFIGS)) for folder in ('retinanet', 'fcos', 'rtmdet', 'yolox')
                  for p in (CONFIGS / folder).glob('*.py'))
 DEPLOY = sorted(str(p.relative_to(CONFIGS)) for p in CONFIGS.glob('*/deploy/*.py'))
 
@@ -27,7 +27,7 @@ def deploy_twin(config: str) -> Path:
 
 
 def test_configs_are_found():
-    assert len(TRAINED) == 12 and len(DEPLOY) == 12
+    assert len(TRAINED) == 13 and len(DEPLOY) == 13
 
 
 @pytest.mark.parametrize('alias', sorted(ENTRY_POINTS))

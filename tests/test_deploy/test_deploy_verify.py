@@ -27,8 +27,8 @@ def test_fused_vs_unfused_uses_the_onnx_names(fcos):
     diffs = compare_outputs(fcos, fused, [(96, 160)])
     with torch.no_grad():
         names = output_names(fused._forward(torch.zeros(1, 3, 96, 160)))
-    assert [d.name for d in diffs] == names == [f'{group}_{level}' for group in ('cls_score', 'bbox_pred', 'centerness')
-                                                 for level in range(5)]
+    groups = ('cls_score', 'bbox_pred', 'score_factor')
+    assert [d.name for d in diffs] == names == [f'{group}_{level}' for group in groups for level in range(5)]
     assert {d.input_shape for d in diffs} == {(1, 3, 96, 160)}
     assert max(d.rel for d in diffs) <= 1e-4
 

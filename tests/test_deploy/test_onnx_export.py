@@ -28,7 +28,7 @@ def test_onnxruntime_equals_pytorch_at_two_sizes(detector_files):
     model = _deploy_model(detector_files)
     path = str(detector_files['out'] / 'model.onnx')
     names = export_onnx(model, path, torch.randn(1, 3, 256, 256))
-    groups = (('cls_score', 'bbox_pred', 'centerness') if detector_files['kind'] == 'fcos' else
+    groups = (('cls_score', 'bbox_pred', 'score_factor') if detector_files['kind'] == 'fcos' else
               ('cls_score', 'bbox_pred'))
     assert names == [f'{g}_{level}' for g in groups for level in range(5)]
 

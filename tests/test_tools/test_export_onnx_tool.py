@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from ghostdet.deploy.onnx import ort_session
 from ghostdet.testing import load_tool
 
 pytest.importorskip('onnxruntime')
@@ -19,6 +20,19 @@ def test_cli_fuses_a_training_checkpoint_and_verifies(detector_files, capsys):
     assert 'training checkpoint; fused' in printed
     assert 'verified: onnxruntime matches PyTorch' in printed
     assert Path(out).is_file()
+
+
+@pytest.mark.slow
+def test_static_export_takes_its_shape_only(detector_files, capsys):
+    out = str(detector_files['out'] / 'static.onnx')
+    tool.main([detector_files['deploy.py'], detector_files['deploy.pth'], out, '--shape', '192', '256', '--static',
+               '--verify'])
+    printed = capsys.readouterr().out
+    assert 'static (1, 3, 192, 256)' in printed and 'verified: onnxruntime matches PyTorch' in printed
+    session = ort_session(out)
+    assert session.get_inputs()[0].shape == [1, 3, 192, 256]
+    with pytest.raises(Exception, match='Got invalid dimensions'):
+        session.run(None, {'input': torch.randn(1, 3, 256, 256).numpy()})
 
 
 def test_training_checkpoint_with_deploy_config_says_fuse_first(detector_files):

@@ -142,7 +142,9 @@ class GhostModuleV3(BaseModule):
         if out is not None:  # inference on the CPU: the lines below in one C++ pass
             return out
         primary = self.primary(x)
-        out = torch.cat([primary, self.cheap(primary)], dim=1)[:, :self.out_channels]
+        out = torch.cat([primary, self.cheap(primary)], dim=1)
+        if 2 * self.primary.out_channels != self.out_channels:  # odd widths only: ONNX copies even a no-op slice
+            out = out[:, :self.out_channels]
         if gate is not None:
             out = out * F.interpolate(gate, size=out.shape[-2:], mode='nearest')
         return out

@@ -10,9 +10,10 @@ import torch
 from ...deploy.onnx import export_onnx, ort_session
 from ..analysis import count_params_and_macs
 from .subjects import Subject, Variant, build_variants
-from .timing import Stats, forward_fn, in_layout, onnx_fn, time_interleaved, train_step_fn
+from .timing import Stats, end_to_end_fn, forward_fn, in_layout, onnx_fn, time_interleaved, train_step_fn
 
 ONNX_LAYOUT = 'ort'
+END_TO_END = 'end-to-end'  # the form of a detector's whole inference on an image of the row's size
 # Ratio columns: (label, peer role, peer form). A row's ratio = its median / the peer's median at the
 # same size and memory format; ``timm`` is the timm GhostNetV3 of the row's width.
 LATENCY_REFS = (('R18', 'resnet18', 'plain'), ('MBv2', 'mobilenetv2', 'plain'),
@@ -24,7 +25,8 @@ STEP_REFS = (('R18', 'resnet18', 'plain'), ('timm-train', 'timm', 'train'))
 @dataclass
 class Settings:
     """What to run: input sizes (height, width), memory formats (``default``/``channels_last``),
-    threads, untimed and timed calls per model (train steps: none if 0), onnxruntime or not."""
+    threads, untimed and timed calls per model (train steps: none if 0), onnxruntime or not, detectors'
+    end-to-end time or not."""
     sizes: Sequence[Tuple[int, int]]
     layouts: Sequence[str] = ('default', )
     threads: int = 2
@@ -32,6 +34,7 @@ class Settings:
     repeats: int = 20
     step_repeats: int = 5
     onnx: bool = False
+    end_to_end: bool = False
 
 
 @dataclass
@@ -55,10 +58,25 @@ class Row:
 
 
 def onnx_session(variant: Variant, size: Tuple[int, int], threads: int, onnx_dir: str) -> Any:
-    """Export a fused/plain model (dynamic input size) and open an onnxruntime session for it."""
-    path = osp.join(onnx_dir, f'{variant.subject.name}.onnx')
-    export_onnx(variant.model, path, torch.randn(1, 3, *size))
-    return ort_session(path, threads, flush_denormal=True)
+    """Export a fused/plain model for one input size (static shape, as deployed at a fixed size) and
+    open an onnxruntime session for it."""
+    path = osp.join(onnx_dir, f'{variant.subject.name}_{size[0]}x{size[1]}.onnx')
+    export_onnx(variant.model, path, torch.randn(1, 3, *size), static=True)
+    return ort_session(path, threads, flush_denormal=True, spin=False)
+
+
+def trainable_step(key: Tuple, model: torch.nn.Module, x: torch.Tensor) -> Optional[Callable]:
+    """The train step of ``model`` on ``x``, or None (with a note) where batch-1 training is impossible:
+    a BatchNorm over a 1x1 map has one value per channel (SSDLite's extra layers)."""
+    step = train_step_fn(model, x)
+    try:
+        step()
+    except ValueError as error:
+        if 'more than 1 value per channel' not in str(error):
+            raise
+        print(f'note: no train step for {" ".join(key)}: batch 1 leaves a BatchNorm one value per channel')
+        return None
+    return step
 
 
 def measure(subjects: Sequence[Subject], settings: Settings, onnx_dir: str) -> List[Row]:
@@ -69,21 +87,27 @@ def measure(subjects: Sequence[Subject], settings: Settings, onnx_dir: str) -> L
     step_fns: Dict[Tuple, Callable] = {}
     inputs = {(h, w): torch.randn(1, 3, h, w) for h, w in settings.sizes}
     for v in (v for s in subjects for v in build_variants(s)):
-        session = onnx_session(v, settings.sizes[0], settings.threads, onnx_dir) \
-            if settings.onnx and v.form != 'train' else None
         for (h, w), x in inputs.items():
             size = f'{h}x{w}'
+            session = onnx_session(v, (h, w), settings.threads, onnx_dir) \
+                if settings.onnx and v.form != 'train' else None
             params, macs = count_params_and_macs(v.model, (h, w), branches=v.form == 'train')
             for layout in settings.layouts:
                 key = (v.subject.name, v.form, size, layout)
                 rows[key] = Row(*key, params / 1e6, macs / 1e9, v.subject.is_peer)
                 latency_fns[key] = forward_fn(*in_layout(v.model, x, layout))
                 if v.form != 'fused' and settings.step_repeats:
-                    step_fns[key] = train_step_fn(*in_layout(copy.deepcopy(v.model), x, layout))
+                    step = trainable_step(key, *in_layout(copy.deepcopy(v.model), x, layout))
+                    if step is not None:
+                        step_fns[key] = step
             if session is not None:
                 key = (v.subject.name, 'onnx', size, ONNX_LAYOUT)
                 rows[key] = Row(*key, params / 1e6, macs / 1e9, v.subject.is_peer)
                 latency_fns[key] = onnx_fn(session, x)
+            if settings.end_to_end and v.form != 'train' and v.subject.test_pipeline:
+                key = (v.subject.name, END_TO_END, size, 'default')
+                rows[key] = Row(*key, params / 1e6, macs / 1e9, v.subject.is_peer)
+                latency_fns[key] = end_to_end_fn(v.model, v.subject.test_pipeline, (h, w))
     for key, stats in time_interleaved(latency_fns, settings.warmup, settings.repeats).items():
         rows[key].latency = stats
     for key, stats in time_interleaved(step_fns, settings.warmup, settings.step_repeats).items():

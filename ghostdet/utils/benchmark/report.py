@@ -99,11 +99,15 @@ def write_markdown(rows: List[Row], path: str, settings: Settings, load: Tuple[L
         f'- {versions()}; {settings.threads} thread(s) (torch.set_num_threads; onnxruntime intra-op)',
         f'- ghostdet CPU kernels (depthwise train blocks, ghost modules at inference): {kernels_path()}',
         '- Random weights, denormal floats flushed to zero (torch.set_flush_denormal, onnxruntime '
-        'set_denormal_as_zero)',
+        'set_denormal_as_zero); onnxruntime: static-shape export per size, threads that sleep between '
+        'calls (allow_spinning 0: spinning threads of one session would slow the next model timed)',
         f'- Batch 1; {settings.warmup} warm-up calls, then {settings.repeats} timed calls (train step: '
         f'{settings.step_repeats}) per model, interleaved round-robin; median and 10th-90th percentile',
         '- Forms: train = re-parameterizable branches (eval mode), fused = branches folded, plain = '
-        'nothing to fuse, onnx = fused/plain model in onnxruntime. Train step = forward + backward '
+        'nothing to fuse, onnx = fused/plain model in onnxruntime, end-to-end = the fused/plain detector '
+        'on a random uint8 image of the size: its config\'s test pipeline (resize and pad to its own '
+        'input size), data preprocessor, network, box decoding and NMS with score_thr 0 (NMS over all '
+        'nms_pre candidates); its GMACs are those at the image size. Train step = forward + backward '
         'of the sum of all outputs, train mode, train/plain form.',
         '- Layout: default = model as built with NCHW input; channels_last = model and input '
         'converted with torch.channels_last; ort = onnxruntime.',

@@ -15,6 +15,7 @@ from mmengine.registry import init_default_scope
 
 from ...deploy import deploy_source_config, fuse_model
 from ...models import GhostNetV3
+from ...models.heads import with_predictable_ssd_head
 
 STAGE_ENDS = (1, 2, 3, 4)  # GhostNetV3 out_indices: strides 4/8/16/32
 MOBILENETV2_STAGE_ENDS = (1, 2, 4, 6)  # mmdet MobileNetV2 layers ending at strides 4/8/16/32
@@ -32,6 +33,7 @@ class Subject:
     fuse: Callable[[nn.Module], Optional[nn.Module]]
     is_peer: bool = False
     refs: Dict[str, str] = field(default_factory=dict)
+    test_pipeline: Optional[list] = None  # a detector config's, for the end-to-end time
 
 
 @dataclass
@@ -170,7 +172,10 @@ def backbone_subjects(names: Sequence[str], roles: Sequence[str]) -> List[Subjec
 def config_subject(path: str, cfg: Config) -> Subject:
     """The detector of the config read from ``path`` (which names it); a distiller gives its student."""
     init_default_scope(cfg.get('default_scope', 'mmdet'))
-    return mmdet_subject(osp.splitext(osp.basename(path))[0], deploy_source_config(cfg), is_peer=False)
+    model_cfg = with_predictable_ssd_head(deploy_source_config(cfg))
+    subject = mmdet_subject(osp.splitext(osp.basename(path))[0], model_cfg, is_peer=False)
+    subject.test_pipeline = copy.deepcopy(cfg.test_dataloader.dataset.get('pipeline'))
+    return subject
 
 
 def build_variants(subject: Subject) -> List[Variant]:

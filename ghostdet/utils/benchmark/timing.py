@@ -1,5 +1,5 @@
 """The one timer behind every benchmark number, and the calls it times: an eager forward, a train step,
-an onnxruntime run."""
+an onnxruntime run, a detector's whole inference on an image."""
 import copy
 import time
 from dataclasses import dataclass
@@ -71,6 +71,34 @@ def onnx_fn(session: Any, x: torch.Tensor) -> Callable[[], object]:
     """One onnxruntime call of an exported model (:func:`ghostdet.deploy.onnx.export_onnx`)."""
     array = x.numpy()
     return lambda: session.run(None, {INPUT_NAME: array})
+
+
+def image_pipeline(test_pipeline: Sequence[dict]) -> Callable[[dict], dict]:
+    """A detector config's test pipeline for an image array (loading from memory, no annotations)."""
+    from mmcv.transforms import Compose
+    steps = [dict(t) for t in test_pipeline if t['type'] not in ('LoadAnnotations', 'mmdet.LoadAnnotations')]
+    if steps and 'LoadImageFromFile' in steps[0]['type']:
+        steps[0] = dict(type='mmdet.LoadImageFromNDArray')
+    return Compose(steps)
+
+
+def end_to_end_fn(model: nn.Module, test_pipeline: Sequence[dict], size: Tuple[int, int]) -> Callable[[], object]:
+    """What a user waits for per image: a random ``size`` uint8 image through the test pipeline (resize
+    and pad to the detector's own input size), the data preprocessor, the network, box decoding and
+    NMS. A copy of ``model`` with ``score_thr`` 0, so that every detector runs NMS over all of its
+    ``nms_pre`` candidates (random weights score below the usual thresholds)."""
+    model = copy.deepcopy(model).eval()
+    head = getattr(model, 'bbox_head', None)
+    if head is not None and head.test_cfg is not None:
+        head.test_cfg['score_thr'] = 0.
+    pipeline = image_pipeline(test_pipeline)
+    image = np.random.default_rng(0).integers(0, 256, (*size, 3), dtype=np.uint8)
+
+    def run() -> object:
+        data = pipeline(dict(img=image, img_id=0))
+        with torch.inference_mode():
+            return model.test_step(dict(inputs=[data['inputs']], data_samples=[data['data_samples']]))
+    return run
 
 
 def in_layout(model: nn.Module, x: torch.Tensor, layout: str) -> Tuple[nn.Module, torch.Tensor]:
