@@ -8,7 +8,6 @@ detector with re-parameterizable blocks is evaluated from the deploy checkpoint 
 hook wrote, the others from their checkpoint.
 """
 import copy
-import glob
 import hashlib
 import json
 import os
@@ -21,7 +20,7 @@ from mmengine.config import Config, ConfigDict
 from ..datasets import SHAPES_CLASSES
 from ..deploy.checkpoint import DEPLOY_CONFIG_NAME, deploy_checkpoint_path
 from ..models.heads import with_predictable_ssd_head
-from .kd_experiment import run_tool, step_time, train
+from .kd_experiment import evaluate, step_time, train
 from .runner_setup import fail, read_config
 
 # name -> config: ghostdet's RTMDet-GhostNetV3, mmdet's compact detectors that users pick today, and the
@@ -197,15 +196,6 @@ def split_twin(name: str) -> Tuple[str, bool]:
     return (name[:-len(NO_MIXUP)], False) if name.endswith(NO_MIXUP) else (name, True)
 
 
-def read_metrics(test_dir: str) -> Dict[str, float]:
-    """The metrics of the newest tools/test.py run in ``test_dir``; 0 where CocoMetric reported nothing
-    (no detections)."""
-    result = max(glob.glob(osp.join(test_dir, '*', '*.json')), key=osp.getmtime)
-    with open(result) as f:
-        metrics = json.load(f)
-    return {name: max(0., float(metrics.get(key, 0.))) for name, key in METRICS.items()}
-
-
 def deployable(work_dir: str, checkpoint: str) -> Tuple[str, str]:
     """The config and checkpoint to evaluate: the fused pair the hook wrote, else the training pair."""
     deploy_checkpoint = deploy_checkpoint_path(checkpoint)
@@ -244,9 +234,8 @@ def train_and_evaluate(name: str, cfg: Config, seed: int, work_dir: str) -> Run:
         f.write(cfg.pretty_text)
     trained = train(config, work_dir, [])
     eval_config, checkpoint = deployable(work_dir, trained['checkpoint'])
-    test_dir = osp.join(work_dir, 'test')
-    run_tool(['tools/test.py', eval_config, checkpoint, '--work-dir', test_dir], osp.join(work_dir, 'test.out'))
-    metrics = read_metrics(test_dir)
+    coco = evaluate(eval_config, checkpoint, work_dir, [], keys=list(METRICS.values()))
+    metrics = {name: max(0., coco[key]) for name, key in METRICS.items()}  # -1: no objects of that size
     run = Run(name, seed, metrics['mAP'], metrics['mAP50'], metrics['mAP_s'], checkpoint, eval_config,
               step_time(trained['rows']))
     print(f'  mAP {run.mAP:.3f}, mAP50 {run.mAP50:.3f}, mAP_s {run.mAP_s:.3f}, {run.step_time:.2f} s/iter '

@@ -95,8 +95,9 @@ def train(config: str, work_dir: str, options: Sequence[str]) -> Dict[str, objec
     return dict(checkpoint=checkpoint, peak_rss=peak_rss, rows=training_records(read_scalars(work_dir)))
 
 
-def evaluate(config: str, checkpoint: str, work_dir: str, options: Sequence[str]) -> Dict[str, float]:
-    """bbox mAP and mAP50 of ``checkpoint`` with tools/test.py."""
+def evaluate(config: str, checkpoint: str, work_dir: str, options: Sequence[str],
+             keys: Sequence[str] = METRICS) -> Dict[str, float]:
+    """The COCO metrics ``keys`` (default: bbox mAP and mAP50) of ``checkpoint`` with tools/test.py."""
     test_dir = osp.join(work_dir, 'test')
     command = ['tools/test.py', config, checkpoint, '--work-dir', test_dir]
     if options:
@@ -105,9 +106,9 @@ def evaluate(config: str, checkpoint: str, work_dir: str, options: Sequence[str]
     result = max(glob.glob(osp.join(test_dir, '*', '*.json')), key=osp.getmtime)  # this run's metrics
     with open(result) as f:
         metrics = json.load(f)
-    if not all(key in metrics for key in METRICS):  # CocoMetric reports nothing without detections
+    if not all(key in metrics for key in keys):  # CocoMetric reports nothing without detections
         print('  no detections: mAP 0', flush=True)
-    return {key: float(metrics.get(key, 0.)) for key in METRICS}
+    return {key: float(metrics.get(key, 0.)) for key in keys}
 
 
 def step_time(rows: List[dict]) -> float:
